@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Build the wheel, install it into a scratch virtual environment and check
+# that the package imports and finds the CUDA sources shipped in it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scratch="$(mktemp -d)"
+trap 'rm -rf "$scratch"' EXIT
+python3 -m venv "$scratch/venv"
+"$scratch/venv/bin/python" -m pip install --quiet --upgrade pip build
+"$scratch/venv/bin/python" -m build --wheel --outdir "$scratch/dist" . >/dev/null
+"$scratch/venv/bin/python" -m pip install --quiet "$scratch"/dist/convops-*.whl
+cd "$scratch"
+"$scratch/venv/bin/python" - <<'PY'
+import convops, convops.resources as r
+d = r.kernels_dir()
+assert d.parent == __import__("pathlib").Path(convops.__file__).parent, d
+assert (d / "README.md").is_file(), d
+print(f"wheel ok: convops {convops.__version__} imports from {convops.__file__}, kernels at {d}")
+PY

@@ -1,0 +1,143 @@
+"""Selection and execution: from a validated call to a result.
+
+``select`` is a pure function of the problem and the candidate list: it walks
+the candidates in priority order and returns the first with no reasons.  A
+forced ``algorithm=``/``backend=`` that cannot run raises UnsupportedError
+listing every candidate's reasons.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import numpy as np
+
+from . import config, registry, tolerance
+from .errors import UnsupportedError, ValidationError
+from .problem import ConvProblem
+from .registry import Implementation
+from .validate import Call, choice_param
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What would run for a problem, and why not the others."""
+
+    problem: ConvProblem
+    chosen: Implementation
+    considered: tuple  # ((Implementation, reasons), ...) in priority order
+
+    def __str__(self) -> str:
+        lines = [f"problem: {self.problem}", f"chosen:  {self.chosen.name}"]
+        for impl, reasons in self.considered:
+            mark = "->" if impl is self.chosen else "  "
+            why = "; ".join(reasons) if reasons else ("selected" if impl is self.chosen else "eligible")
+            lines.append(f"  {mark} {impl.name:<28} {why}")
+        return "\n".join(lines)
+
+
+def candidates(problem: ConvProblem, kind: str, backend: str = "auto",
+               algorithm: str = "auto") -> tuple[list[Implementation], list[str]]:
+    """Implementations of ``problem.op`` for the array kind and the requested
+    backend/algorithm, in priority order, plus reasons for backends that are
+    excluded outright (unavailable, wrong device)."""
+    backend = choice_param("backend", backend, list(registry.BACKENDS))
+    algorithm = choice_param("algorithm", algorithm, registry.algorithms())
+    excluded = []
+    if backend == "auto":
+        names = [b for b in registry.AUTO_ORDER.get(kind, ()) if b in registry.BACKENDS]
+    else:
+        names = [backend]
+        if registry.BACKENDS[backend].array_kind != kind:
+            excluded.append(f"backend {backend!r} takes {registry.BACKENDS[backend].array_kind} arrays, "
+                            f"got {kind} arrays")
+    available = []
+    for name in names:
+        why = registry.unavailable_reason(name)
+        if why:
+            excluded.append(f"backend {name!r} is unavailable: {why}")
+        else:
+            available.append(name)
+    if excluded and backend != "auto":
+        available = []
+    order = {name: rank for rank, name in enumerate(available)}
+    impls = [i for i in registry.implementations(op=problem.op) if i.backend in order
+             and (algorithm == "auto" or i.algorithm == algorithm)]
+    impls.sort(key=lambda i: (order[i.backend], i.priority, i.algorithm))
+    return impls, excluded
+
+
+def select(problem: ConvProblem, impls: Sequence[Implementation], auto: bool = True,
+           excluded: Sequence[str] = ()) -> Plan:
+    """First implementation with no reasons; under ``auto`` heuristic
+    declines count as reasons unless every runnable candidate declines."""
+    considered = tuple((i, i.reasons(problem, auto=auto)) for i in impls)
+    chosen = next((i for i, r in considered if not r), None)
+    if chosen is None and auto:
+        chosen = next((i for i in impls if not i.reasons(problem)), None)
+    if chosen is None:
+        lines = [f"no implementation can run {problem}:"]
+        lines += [f"  {reason}" for reason in excluded]
+        lines += [f"  {i.name}: {'; '.join(r)}" for i, r in considered]
+        if not considered and not excluded:
+            lines.append("  no implementation of this op matches the requested backend/algorithm")
+        raise UnsupportedError("\n".join(lines))
+    return Plan(problem, chosen, considered)
+
+
+def plan(call: Call, backend: str = "auto", algorithm: str = "auto") -> Plan:
+    impls, excluded = candidates(call.problem, call.kind, backend, algorithm)
+    return select(call.problem, impls, auto=(algorithm == "auto"), excluded=excluded)
+
+
+def _namespace(a):
+    if isinstance(a, np.ndarray):
+        return np
+    import cupy  # a CUDA array reached here only when its backend is available
+    return cupy
+
+
+def _to_host(a):
+    if a is None or isinstance(a, np.ndarray):
+        return a
+    return a.get() if hasattr(a, "get") else np.asarray(a)
+
+
+def _empty_result(problem: ConvProblem, like, bias):
+    """The result of a problem with no work: zeros (plus bias on outputs)."""
+    xp = _namespace(like)
+    out = xp.zeros(problem.result_shape, dtype=problem.dtype)
+    if bias is not None:
+        out += bias.reshape((-1,) + (1,) * problem.ndim)
+    return out
+
+
+def execute(call: Call, a, b, bias=None, *, backend="auto", algorithm="auto"):
+    """Run a validated call on its operands (as the caller passed them)."""
+    problem = call.problem
+    chosen = plan(call, backend, algorithm).chosen
+    if not call.batched:
+        a = a[None]
+        if problem.op == "wgrad":
+            b = b[None]
+    if problem.is_empty:
+        out = _empty_result(problem, a, bias)
+    else:
+        out = chosen.run(problem, a, b, bias)
+        if config.validation and chosen.backend != "numpy":
+            _validate(problem, chosen, out, a, b, bias)
+    if not call.batched and problem.op != "wgrad":
+        out = out[0]
+    return out
+
+
+def _validate(problem, impl, out, a, b, bias):
+    from . import reference
+    ref = reference.run(problem, _to_host(a), _to_host(b), _to_host(bias))
+    err = tolerance.relative_error(_to_host(out), ref)
+    tol = tolerance.TOLERANCE[problem.dtype]
+    if not err <= tol:
+        raise ValidationError(f"{impl.name} result for {problem} differs from the reference: "
+                              f"max error {err:.3g} (relative to the reference's scale) > tolerance {tol:g}",
+                              problem=problem, implementation=impl.name, max_error=err, tolerance=tol)

@@ -1,0 +1,131 @@
+"""Registry of implementations and backends.
+
+Each implementation is a frozen record registered where it is defined.  It
+says which pass (``op``) it computes, on which backend, under which algorithm
+name, for which dtypes, and why it cannot run a given problem
+(``supports(problem) -> list of reasons``; empty means it can).  Optionally
+``declines(problem)`` gives heuristic reasons it should not be picked by
+``algorithm="auto"`` (it still runs when forced).
+
+Backends are loaded lazily: the first query imports each backend's module,
+which registers its implementations.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+from .problem import DTYPES, ConvProblem
+
+
+def _no_reasons(problem: ConvProblem) -> list[str]:
+    return []
+
+
+@dataclass(frozen=True)
+class Implementation:
+    """One (op, backend, algorithm).  ``run(problem, a, b, bias)`` computes the
+    pass on its two operands (x, w for fwd; dy, w for dgrad; x, dy for wgrad)
+    and returns a new array of ``problem.result_shape``; ``bias`` (fwd and
+    dgrad only) is added to every output channel."""
+
+    op: str
+    backend: str
+    algorithm: str
+    run: Callable
+    supports: Callable[[ConvProblem], list] = _no_reasons
+    declines: Callable[[ConvProblem], list] = _no_reasons
+    dtypes: frozenset = frozenset(DTYPES)
+    priority: int = 100  # lower runs first under algorithm="auto"
+    description: str = ""
+
+    def __repr__(self) -> str:
+        return f"<Implementation {self.op} {self.name}>"
+
+    @property
+    def name(self) -> str:
+        return f"{self.backend}/{self.algorithm}"
+
+    def reasons(self, problem: ConvProblem, auto: bool = False) -> list[str]:
+        """Every reason this implementation cannot (or, under auto, should not)
+        run ``problem``; empty when it can."""
+        out = []
+        if problem.op != self.op:
+            out.append(f"computes {self.op}, not {problem.op}")
+        if problem.dtype not in self.dtypes:
+            out.append(f"dtype {problem.dtype} not in {sorted(self.dtypes)}")
+        if problem.op == self.op:
+            out.extend(self.supports(problem))
+            if auto and not out:
+                out.extend(f"heuristic: {r}" for r in self.declines(problem))
+        return out
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A backend: the module that registers it and the array kind it takes
+    (``numpy`` arrays on the host, ``cuda`` device arrays)."""
+
+    name: str
+    module: str
+    array_kind: str
+    auto: bool = True  # chosen by backend="auto" for its array kind
+
+
+BACKENDS = {
+    "numpy": Backend("numpy", "convops.reference", "numpy"),
+}
+# backend="auto" tries these in order for each array kind.
+AUTO_ORDER = {"numpy": ("numba", "numpy"), "cuda": ("cuda",)}
+
+_implementations: list[Implementation] = []
+_unavailable: dict[str, str] = {}
+_loaded = False
+
+
+def register(impl: Implementation) -> Implementation:
+    for other in _implementations:
+        if (other.op, other.backend, other.algorithm) == (impl.op, impl.backend, impl.algorithm):
+            raise ValueError(f"implementation {impl.op} {impl.name} is already registered")
+    _implementations.append(impl)
+    return impl
+
+
+def _load():
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for backend in BACKENDS.values():
+        try:
+            module = importlib.import_module(backend.module)
+        except ImportError as e:
+            _unavailable[backend.name] = f"cannot import {backend.module}: {e}"
+            continue
+        reason = getattr(module, "unavailable_reason", lambda: None)()
+        if reason:
+            _unavailable[backend.name] = reason
+
+
+def implementations(op: Optional[str] = None, backend: Optional[str] = None) -> list[Implementation]:
+    """Every registered implementation (optionally of one op or backend)."""
+    _load()
+    return [i for i in _implementations if (op is None or i.op == op) and (backend is None or i.backend == backend)]
+
+
+def available_backends() -> list[str]:
+    """Backends this machine can run."""
+    _load()
+    return [b for b in BACKENDS if b not in _unavailable]
+
+
+def unavailable_reason(backend: str) -> Optional[str]:
+    _load()
+    return _unavailable.get(backend)
+
+
+def algorithms() -> list[str]:
+    return sorted({i.algorithm for i in implementations()})

@@ -1,0 +1,144 @@
+"""Registry and dispatch: selection table, forced choices, explain,
+validation mode.  A fake backend registered for the duration of a test
+exercises the selection logic beside the reference."""
+
+import numpy as np
+import pytest
+
+import convops as co
+from convops import dispatch, problems, reference, registry
+from convops.registry import Backend, Implementation
+
+
+def _stride1_only(p):
+    return [f"stride {p.stride} != 1"] if any(s != 1 for s in p.stride) else []
+
+
+def _no_depthwise(p):
+    return ["depthwise is faster elsewhere"] if p.is_depthwise else []
+
+
+def _wrong(p, a, b, bias=None):
+    return reference.run(p, a, b, bias) + 1  # off by one everywhere
+
+
+@pytest.fixture
+def fake_backend(monkeypatch):
+    """Backend "fake" ahead of numpy for host arrays: a correct fwd that only
+    does stride 1 (and declines depthwise under auto), and a wrong dgrad."""
+    registry.implementations()  # load the real backends first
+    monkeypatch.setitem(registry.BACKENDS, "fake", Backend("fake", "convops.reference", "numpy"))
+    monkeypatch.setitem(registry.AUTO_ORDER, "numpy", ("fake", "numpy"))
+    impls = [
+        Implementation("fwd", "fake", "direct", reference.run, supports=_stride1_only, declines=_no_depthwise,
+                       dtypes=frozenset({"float32", "float64"})),
+        Implementation("dgrad", "fake", "broken", _wrong),
+    ]
+    monkeypatch.setattr(registry, "_implementations", registry._implementations + impls)
+    return impls
+
+
+def test_reference_registered():
+    names = {(i.op, i.backend, i.algorithm) for i in co.implementations()}
+    assert {("fwd", "numpy", "reference"), ("dgrad", "numpy", "reference"), ("wgrad", "numpy", "reference")} <= names
+    assert "numpy" in co.available_backends()
+
+
+def test_backends_are_consistent():
+    for name, backend in registry.BACKENDS.items():
+        assert backend.name == name and backend.array_kind in ("numpy", "cuda")
+    for impl in co.implementations():
+        assert impl.backend in registry.BACKENDS and impl.op in ("fwd", "dgrad", "wgrad")
+
+
+@pytest.mark.parametrize("problem, expected", [
+    (problems.fwd(1, 4, 4, (8, 8), 3, padding=1), "fake/direct"),
+    (problems.fwd(1, 4, 4, (8, 8), 3, stride=2, padding=1), "numpy/reference"),  # fake: stride
+    (problems.fwd(1, 4, 4, (8, 8), 3, padding=1, groups=4), "numpy/reference"),  # fake declines
+    (problems.fwd(1, 4, 4, (8, 8), 3, dtype="float16"), "numpy/reference"),  # fake: dtype
+    (problems.fwd(1, 4, 4, (8, 8), 3).grad_weight(), "numpy/reference"),  # no fake wgrad
+    (problems.fwd(1, 4, 4, (8, 8), 3).grad_input(), "fake/broken"),
+])
+def test_selection_table(fake_backend, problem, expected):
+    impls, excluded = dispatch.candidates(problem, "numpy")
+    assert not excluded
+    assert dispatch.select(problem, impls).chosen.name == expected
+
+
+def test_select_is_pure(fake_backend):
+    p = problems.fwd(1, 4, 4, (8, 8), 3, padding=1)
+    impls, _ = dispatch.candidates(p, "numpy")
+    assert dispatch.select(p, impls) == dispatch.select(p, impls)
+
+
+def test_declined_candidate_still_runs_when_forced(fake_backend):
+    x, w = np.ones((1, 4, 8, 8), np.float32), np.ones((4, 1, 3, 3), np.float32)
+    plan = co.explain(x, w, groups=4, algorithm="direct")
+    assert plan.chosen.name == "fake/direct"
+    plan = co.explain(x, w, groups=4)
+    assert plan.chosen.name == "numpy/reference"
+    text = str(plan)
+    assert "heuristic: depthwise is faster elsewhere" in text and "-> numpy/reference" in text
+
+
+def test_forced_algorithm_that_cannot_run(fake_backend):
+    x, w = np.ones((1, 4, 8, 8), np.float16), np.ones((4, 4, 3, 3), np.float16)
+    with pytest.raises(co.UnsupportedError, match=r"(?s)fake/direct: dtype float16 not in .*stride \(2, 2\) != 1"):
+        co.conv(x, w, stride=2, algorithm="direct")
+
+
+def test_forced_algorithm_without_that_op(fake_backend):
+    x, gy = np.ones((1, 4, 8, 8), np.float32), np.ones((1, 4, 6, 6), np.float32)
+    with pytest.raises(co.UnsupportedError, match=r"no implementation can run wgrad-.*\n.*no implementation of this "
+                                                  r"op matches the requested backend/algorithm"):
+        co.conv_grad_weight(x, gy, (4, 4, 3, 3), algorithm="direct")
+
+
+def test_forced_backend_unavailable(monkeypatch):
+    registry.implementations()
+    monkeypatch.setitem(registry.BACKENDS, "gpu-only", Backend("gpu-only", "convops.reference", "cuda"))
+    x, w = np.ones((1, 4, 8, 8), np.float32), np.ones((4, 4, 3, 3), np.float32)
+    with pytest.raises(co.UnsupportedError, match=r"backend 'gpu-only' takes cuda arrays, got numpy arrays"):
+        co.conv(x, w, backend="gpu-only")
+
+
+def test_explain_every_op():
+    x, w = np.ones((2, 4, 8, 8)), np.ones((6, 2, 3, 3))
+    for op, a, b, kw in [("conv", x, w, {}), ("conv_transpose", np.ones((2, 6, 4, 4)), w, {"stride": 2}),
+                         ("conv_grad_input", np.ones((2, 6, 6, 6)), w, {"input_shape": x.shape}),
+                         ("conv_grad_weight", x, np.ones((2, 6, 6, 6)), {"weight_shape": w.shape})]:
+        plan = co.explain(a, b, op=op, groups=2, **kw)
+        assert isinstance(plan, co.Plan) and plan.chosen.name == "numpy/reference"
+        assert plan.problem.op == {"conv": "fwd", "conv_transpose": "dgrad", "conv_grad_input": "dgrad",
+                                   "conv_grad_weight": "wgrad"}[op]
+        assert "chosen:  numpy/reference" in str(plan)
+
+
+def test_validation_mode_catches_wrong_kernel(fake_backend, monkeypatch):
+    y, w = np.ones((1, 4, 6, 6)), np.ones((4, 4, 3, 3))
+    monkeypatch.setattr(co.config, "validation", False)
+    wrong = co.conv_grad_input(y, w, (1, 4, 8, 8))  # silently wrong without validation
+    assert np.all(wrong == co.conv_grad_input(y, w, (1, 4, 8, 8), backend="numpy") + 1)
+    co.set_validation(True)
+    assert co.get_validation()
+    with pytest.raises(co.ValidationError, match=r"fake/broken result for dgrad-n1-c4k4-in8x8-r3x3-float64 "
+                                                 r"differs from the reference: max error") as info:
+        co.conv_grad_input(y, w, (1, 4, 8, 8))
+    assert info.value.max_error > info.value.tolerance and info.value.problem.op == "dgrad"
+    co.conv(np.ones((1, 4, 8, 8)), w)  # the correct fake fwd passes validation
+    co.set_validation(False)
+
+
+def test_validation_env_variable():
+    import subprocess
+    import sys
+    code = "import convops; print(convops.get_validation())"
+    out = subprocess.run([sys.executable, "-c", code], env={"CONVOPS_VALIDATE": "1", "PATH": ""},
+                         capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "True"
+
+
+def test_duplicate_registration_rejected():
+    impl = co.implementations(op="fwd", backend="numpy")[0]
+    with pytest.raises(ValueError, match="already registered"):
+        registry.register(impl)
