@@ -22,3 +22,18 @@ def set_validation(enabled: bool) -> None:
 
 def get_validation() -> bool:
     return validation
+
+
+# ---- CPU (Numba) backend ------------------------------------------------------
+# Fast-math flags for the Numba kernels.  Reassociation lets LLVM vectorize the
+# reductions; it is still deterministic (one compiled order per kernel, each
+# output element computed by exactly one parallel iteration).  No nnan/ninf:
+# NaN and infinity propagate as in IEEE arithmetic.
+cpu_fastmath = frozenset({"reassoc", "contract", "nsz", "arcp"})
+
+# Output channels per register/L1 tile of the direct kernels.
+cpu_channel_block = 4
+
+# Upper bound on the im2col column workspace (bytes); the columns are built and
+# multiplied in chunks of whole output rows under this cap.
+cpu_workspace_bytes = int(os.environ.get("CONVOPS_CPU_WORKSPACE_BYTES", 64 * 2**20))

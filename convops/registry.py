@@ -77,6 +77,7 @@ class Backend:
 
 BACKENDS = {
     "numpy": Backend("numpy", "convops.reference", "numpy"),
+    "numba": Backend("numba", "convops.cpu", "numpy"),
 }
 # backend="auto" tries these in order for each array kind.
 AUTO_ORDER = {"numpy": ("numba", "numpy"), "cuda": ("cuda",)}

@@ -1,0 +1,195 @@
+"""``direct``: hand-written generic direct convolution, every pass.
+
+Any stride, dilation, zero padding (other modes via common.run_with), groups
+and 1-3 spatial dims (as 3-D).  Each parallel iteration owns a block of
+output rows, so no two iterations write the same element (deterministic for
+any thread count).  The innermost loop runs along the contiguous last spatial
+axis over the range of positions whose taps fall inside the input, so there
+are no bounds tests in it and, at unit stride, it vectorizes.
+
+Shapes: x (N, C, D, H, W), w (K, C/g, T, R, S), y (N, K, P0, P1, P2).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from .. import config
+from .common import Kernels, register_algorithm
+
+FASTMATH = set(config.cpu_fastmath)
+KB = config.cpu_channel_block
+
+
+@njit(inline="always")
+def valid_range(offset, stride, size, count):
+    """[lo, hi) of q in [0, count) with 0 <= q*stride + offset < size."""
+    lo = 0 if offset >= 0 else (-offset + stride - 1) // stride
+    hi = (size - offset + stride - 1) // stride if size > offset else 0
+    return lo, min(max(hi, lo), count)
+
+
+@njit(inline="always")
+def source_index(o, stride, tap, dilation, pad, size):
+    """Input index read by output o through tap, or -1 when it is padding."""
+    i = o * stride + tap * dilation - pad
+    return i if 0 <= i < size else -1
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def _fwd(x, w, bias, y, stride, dilation, pad, groups):
+    """Iteration = (n, group, block of KB output channels, p0, p1): one output
+    row y[n, k0:k0+KB, p0, p1, :], accumulated in a KB x P2 tile."""
+    N, C, D, H, W = x.shape
+    K, Cg, T, R, S = w.shape
+    P0, P1, P2 = y.shape[2], y.shape[3], y.shape[4]
+    Kg = K // groups
+    nkb = (Kg + KB - 1) // KB
+    for job in prange(N * groups * nkb * P0 * P1):
+        p1 = job % P1
+        p0 = (job // P1) % P0
+        kb = (job // (P1 * P0)) % nkb
+        g = (job // (P1 * P0 * nkb)) % groups
+        n = job // (P1 * P0 * nkb * groups)
+        k0 = g * Kg + kb * KB
+        kn = min(KB, Kg - kb * KB)
+        acc = np.zeros((KB, P2), dtype=y.dtype)
+        for c in range(Cg):
+            ci = g * Cg + c
+            for t in range(T):
+                iz = source_index(p0, stride[0], t, dilation[0], pad[0], D)
+                if iz < 0:
+                    continue
+                for r in range(R):
+                    iy = source_index(p1, stride[1], r, dilation[1], pad[1], H)
+                    if iy < 0:
+                        continue
+                    row = x[n, ci, iz, iy]
+                    for s in range(S):
+                        off = s * dilation[2] - pad[2]
+                        lo, hi = valid_range(off, stride[2], W, P2)
+                        for kk in range(kn):
+                            wv = w[k0 + kk, c, t, r, s]
+                            if stride[2] == 1:
+                                for q in range(lo, hi):
+                                    acc[kk, q] += wv * row[q + off]
+                            else:
+                                for q in range(lo, hi):
+                                    acc[kk, q] += wv * row[q * stride[2] + off]
+        for kk in range(kn):
+            b = bias[k0 + kk] if bias.size else y.dtype.type(0)
+            for q in range(P2):
+                y[n, k0 + kk, p0, p1, q] = acc[kk, q] + b
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def _dgrad(dy, w, bias, dx, stride, dilation, pad, groups):
+    """Iteration = (n, input channel c, z, y): one input-gradient row
+    dx[n, c, z, y, :], gathered from every output row and tap that read it
+    (only real taps: the zeros a transposed convolution inserts are never
+    multiplied)."""
+    N, C, D, H, W = dx.shape
+    K, Cg, T, R, S = w.shape
+    P0, P1, P2 = dy.shape[2], dy.shape[3], dy.shape[4]
+    Kg = K // groups
+    for job in prange(N * C * D * H):
+        iy = job % H
+        iz = (job // H) % D
+        ci = (job // (H * D)) % C
+        n = job // (H * D * C)
+        g = ci // Cg
+        c = ci % Cg
+        acc = np.zeros(W, dtype=dx.dtype)
+        for t in range(T):
+            zz = iz + pad[0] - t * dilation[0]
+            if zz < 0 or zz % stride[0] != 0 or zz // stride[0] >= P0:
+                continue
+            p0 = zz // stride[0]
+            for r in range(R):
+                yy = iy + pad[1] - r * dilation[1]
+                if yy < 0 or yy % stride[1] != 0 or yy // stride[1] >= P1:
+                    continue
+                p1 = yy // stride[1]
+                for s in range(S):
+                    off = s * dilation[2] - pad[2]
+                    lo, hi = valid_range(off, stride[2], W, P2)
+                    for kk in range(Kg):
+                        k = g * Kg + kk
+                        wv = w[k, c, t, r, s]
+                        row = dy[n, k, p0, p1]
+                        if stride[2] == 1:
+                            for q in range(lo, hi):
+                                acc[q + off] += wv * row[q]
+                        else:
+                            for q in range(lo, hi):
+                                acc[q * stride[2] + off] += wv * row[q]
+        b = bias[ci] if bias.size else dx.dtype.type(0)
+        for q in range(W):
+            dx[n, ci, iz, iy, q] = acc[q] + b
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def _wgrad(x, dy, dw, stride, dilation, pad, groups):
+    """Iteration = (k, c): the T*R*S weights dw[k, c], each a dot product of
+    output-gradient rows with the input rows its tap read."""
+    N, C, D, H, W = x.shape
+    K, Cg, T, R, S = dw.shape
+    P0, P1, P2 = dy.shape[2], dy.shape[3], dy.shape[4]
+    Kg = K // groups
+    for job in prange(K * Cg):
+        k = job // Cg
+        c = job % Cg
+        ci = (k // Kg) * Cg + c
+        acc = np.zeros((T, R, S), dtype=dw.dtype)
+        for n in range(N):
+            for p0 in range(P0):
+                for t in range(T):
+                    iz = source_index(p0, stride[0], t, dilation[0], pad[0], D)
+                    if iz < 0:
+                        continue
+                    for p1 in range(P1):
+                        grow = dy[n, k, p0, p1]
+                        for r in range(R):
+                            iy = source_index(p1, stride[1], r, dilation[1], pad[1], H)
+                            if iy < 0:
+                                continue
+                            row = x[n, ci, iz, iy]
+                            for s in range(S):
+                                off = s * dilation[2] - pad[2]
+                                lo, hi = valid_range(off, stride[2], W, P2)
+                                total = dw.dtype.type(0)
+                                if stride[2] == 1:
+                                    for q in range(lo, hi):
+                                        total += grow[q] * row[q + off]
+                                else:
+                                    for q in range(lo, hi):
+                                        total += grow[q] * row[q * stride[2] + off]
+                                acc[t, r, s] += total
+        for t in range(T):
+            for r in range(R):
+                for s in range(S):
+                    dw[k, c, t, r, s] = acc[t, r, s]
+
+
+def fwd(g, x, w, bias):
+    y = np.empty(g.y_shape, g.dtype)
+    _fwd(x, w, bias, y, g.stride, g.dilation, g.pad, g.groups)
+    return y
+
+
+def dgrad(g, dy, w, bias):
+    dx = np.empty(g.x_shape, g.dtype)
+    _dgrad(dy, w, bias, dx, g.stride, g.dilation, g.pad, g.groups)
+    return dx
+
+
+def wgrad(g, x, dy):
+    dw = np.empty(g.w_shape, g.dtype)
+    _wgrad(x, dy, dw, g.stride, g.dilation, g.pad, g.groups)
+    return dw
+
+
+KERNELS = Kernels(fwd, dgrad, wgrad)
+register_algorithm("direct", KERNELS, priority=50,
+                   description="hand-written direct loops, row-vectorized; generic")
