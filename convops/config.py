@@ -37,3 +37,7 @@ cpu_channel_block = 4
 # Upper bound on the im2col column workspace (bytes); the columns are built and
 # multiplied in chunks of whole output rows under this cap.
 cpu_workspace_bytes = int(os.environ.get("CONVOPS_CPU_WORKSPACE_BYTES", 64 * 2**20))
+
+# Preferred column chunk (bytes, at most the cap): small enough that the
+# columns are still in cache when the GEMM reads them.
+cpu_chunk_bytes = 4 * 2**20

@@ -1,1 +1,280 @@
-"""placeholder while building"""
+"""``im2col``: column matrices built in Numba, multiplied by BLAS GEMM, both
+inside one parallel loop so every worker multiplies its columns while they
+are in its own cache (see blas.py).
+
+Work is split into chunks of whole output rows of one image (a unit is one
+output row (p0, p1) of P2 positions) whose column matrix (C/g*T*R*S rows x
+chunk positions) fits ``config.cpu_chunk_bytes`` (and never more than
+``config.cpu_workspace_bytes``).  Per image n, group g and chunk:
+
+    fwd    Y[K/g, L] = W_g[K/g, C/g*TRS] @ col[C/g*TRS, L]    (written in place in y)
+    dgrad  col = W_g^T @ dY[K/g, L], then col2im into dx[n]   (iteration owns (n, g, channel block))
+    wgrad  dW_g += dY[K/g, L] @ col^T                           (fixed slots, summed in order)
+
+A 1x1 convolution with unit stride and no padding needs no columns: the
+input rows are the matrix.  Every parallel iteration writes its own outputs,
+the wgrad partial sums are assigned to slots by chunk index (not by thread)
+and summed in slot order, so results are identical for any thread count.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import numpy as np
+from numba import get_num_threads, get_thread_id, njit, prange
+
+from .. import config
+from .blas import gemm, gemm_for, single_threaded_blas
+from .common import Kernels, register_algorithm
+from .direct import FASTMATH, source_index, valid_range
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _im2col(x, c0, kernel, stride, dilation, pad, out_size, u0, u1, col):
+    """col[(c, t, r, s), (u - u0)*P2 + q] = x[c0 + c, iz, iy, q*s2 + s*d2 - pad2]
+    for one image x (C, D, H, W); zero where the tap falls in the padding.
+    Each column row is written front to back in segments of P2."""
+    C, D, H, W = x.shape
+    T, R, S = kernel
+    P0, P1, P2 = out_size
+    row = 0
+    for c in range(col.shape[0] // (T * R * S)):
+        xc = x[c0 + c]
+        for t in range(T):
+            for r in range(R):
+                for s in range(S):
+                    off = s * dilation[2] - pad[2]
+                    lo, hi = valid_range(off, stride[2], W, P2)
+                    crow = col[row]
+                    base = 0
+                    for u in range(u0, u1):
+                        iz = source_index(u // P1, stride[0], t, dilation[0], pad[0], D)
+                        iy = source_index(u % P1, stride[1], r, dilation[1], pad[1], H)
+                        seg = crow[base:base + P2]
+                        base += P2
+                        if iz < 0 or iy < 0:
+                            seg[:] = 0
+                            continue
+                        xrow = xc[iz, iy]
+                        seg[:lo] = 0
+                        if stride[2] == 1:
+                            seg[lo:hi] = xrow[lo + off:hi + off]
+                        else:
+                            for q in range(lo, hi):
+                                seg[q] = xrow[q * stride[2] + off]
+                        seg[hi:] = 0
+                    row += 1
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _col2im(col, c0, kernel, stride, dilation, pad, out_size, u0, u1, dx):
+    """The adjoint of _im2col: dx[c0 + c, iz, iy, q*s2 + off] += col[(c, t, r, s), ...]
+    for one image dx (C, D, H, W), rows in order (deterministic)."""
+    C, D, H, W = dx.shape
+    T, R, S = kernel
+    P0, P1, P2 = out_size
+    row = 0
+    for c in range(col.shape[0] // (T * R * S)):
+        dc = dx[c0 + c]
+        for t in range(T):
+            for r in range(R):
+                for s in range(S):
+                    off = s * dilation[2] - pad[2]
+                    lo, hi = valid_range(off, stride[2], W, P2)
+                    crow = col[row]
+                    row += 1
+                    base = 0
+                    for u in range(u0, u1):
+                        iz = source_index(u // P1, stride[0], t, dilation[0], pad[0], D)
+                        iy = source_index(u % P1, stride[1], r, dilation[1], pad[1], H)
+                        seg = crow[base:base + P2]
+                        base += P2
+                        if iz < 0 or iy < 0:
+                            continue
+                        drow = dc[iz, iy]
+                        if stride[2] == 1:
+                            drow[lo + off:hi + off] += seg[lo:hi]
+                        else:
+                            for q in range(lo, hi):
+                                drow[q * stride[2] + off] += seg[q]
+
+
+@njit(parallel=True, cache=True)
+def _fwd(fn, x, w2, bias, y, kernel, stride, dilation, pad, groups, upc, pointwise, ws):
+    """Iteration = (n, chunk, group): y[n, group's K/g, chunk] = W_g @ col."""
+    N, C = x.shape[0], x.shape[1]
+    K = y.shape[1]
+    P0, P1, P2 = y.shape[2], y.shape[3], y.shape[4]
+    Cg, Kg = C // groups, K // groups
+    rows = w2.shape[1]
+    units = P0 * P1
+    nch = (units + upc - 1) // upc
+    ptot = units * P2
+    y2 = y.reshape(N, K, ptot)
+    x2 = x.reshape(N, C, x.shape[2] * x.shape[3] * x.shape[4])
+    for job in prange(N * nch * groups):
+        g = job % groups
+        ch = (job // groups) % nch
+        n = job // (groups * nch)
+        u0 = ch * upc
+        u1 = min(units, u0 + upc)
+        width = (u1 - u0) * P2
+        out = y2[n, g * Kg:(g + 1) * Kg, u0 * P2:u1 * P2]
+        beta = 0.0
+        if bias.size:
+            for k in range(Kg):
+                out[k, :] = bias[g * Kg + k]
+            beta = 1.0
+        if pointwise:
+            gemm(fn, False, False, Kg, width, rows, 1.0, w2[g * Kg:], rows, x2[n, g * Cg:, u0 * P2:], ptot,
+                 beta, out, ptot)
+        else:
+            col = ws[get_thread_id(), :rows * width].reshape(rows, width)
+            _im2col(x[n], g * Cg, kernel, stride, dilation, pad, (P0, P1, P2), u0, u1, col)
+            gemm(fn, False, False, Kg, width, rows, 1.0, w2[g * Kg:], rows, col, width, beta, out, ptot)
+
+
+@njit(parallel=True, cache=True)
+def _dgrad(fn, dy, w2, dx, kernel, stride, dilation, pad, groups, upc, cblock, pointwise, ws):
+    """Iteration = (n, group, block of cblock input channels): for every chunk,
+    col = W_g[:, block]^T @ dY_chunk, then col2im into the block's dx planes
+    (zero-initialized by the caller)."""
+    N, C = dx.shape[0], dx.shape[1]
+    K = dy.shape[1]
+    P0, P1, P2 = dy.shape[2], dy.shape[3], dy.shape[4]
+    Cg, Kg = C // groups, K // groups
+    taps = kernel[0] * kernel[1] * kernel[2]
+    rows_g = w2.shape[1]
+    units = P0 * P1
+    nch = (units + upc - 1) // upc
+    ptot = units * P2
+    dy2 = dy.reshape(N, K, ptot)
+    dx2 = dx.reshape(N, C, dx.shape[2] * dx.shape[3] * dx.shape[4])
+    ncb = (Cg + cblock - 1) // cblock
+    for job in prange(N * groups * ncb):
+        cb = job % ncb
+        g = (job // ncb) % groups
+        n = job // (ncb * groups)
+        c0 = cb * cblock
+        cn = min(cblock, Cg - c0)
+        rows = cn * taps
+        for ch in range(nch):
+            u0 = ch * upc
+            u1 = min(units, u0 + upc)
+            width = (u1 - u0) * P2
+            src = dy2[n, g * Kg:(g + 1) * Kg, u0 * P2:u1 * P2]
+            wblock = w2[g * Kg:, c0 * taps:]
+            if pointwise:
+                gemm(fn, True, False, rows, width, Kg, 1.0, wblock, rows_g, src, ptot, 0.0,
+                     dx2[n, g * Cg + c0:, u0 * P2:], ptot)
+            else:
+                col = ws[get_thread_id(), :rows * width].reshape(rows, width)
+                gemm(fn, True, False, rows, width, Kg, 1.0, wblock, rows_g, src, ptot, 0.0, col, width)
+                _col2im(col, g * Cg + c0, kernel, stride, dilation, pad, (P0, P1, P2), u0, u1, dx[n])
+
+
+@njit(parallel=True, cache=True)
+def _wgrad(fn, x, dy, partial, kernel, stride, dilation, pad, groups, upc, pointwise, ws):
+    """Iteration = slot: partial[slot, g] += dY_chunk @ col^T over the chunks
+    whose index is congruent to the slot (fixed, thread-independent)."""
+    N, C = x.shape[0], x.shape[1]
+    K = dy.shape[1]
+    P0, P1, P2 = dy.shape[2], dy.shape[3], dy.shape[4]
+    Cg, Kg = C // groups, K // groups
+    rows = partial.shape[3]
+    units = P0 * P1
+    nch = (units + upc - 1) // upc
+    ptot = units * P2
+    dy2 = dy.reshape(N, K, ptot)
+    x2 = x.reshape(N, C, x.shape[2] * x.shape[3] * x.shape[4])
+    slots = partial.shape[0]
+    total = N * nch * groups
+    for slot in prange(slots):
+        for job in range(slot, total, slots):
+            g = job % groups
+            ch = (job // groups) % nch
+            n = job // (groups * nch)
+            u0 = ch * upc
+            u1 = min(units, u0 + upc)
+            width = (u1 - u0) * P2
+            src = dy2[n, g * Kg:(g + 1) * Kg, u0 * P2:u1 * P2]
+            if pointwise:
+                gemm(fn, False, True, Kg, rows, width, 1.0, src, ptot, x2[n, g * Cg:, u0 * P2:], ptot, 1.0,
+                     partial[slot, g], rows)
+            else:
+                col = ws[get_thread_id(), :rows * width].reshape(rows, width)
+                _im2col(x[n], g * Cg, kernel, stride, dilation, pad, (P0, P1, P2), u0, u1, col)
+                gemm(fn, False, True, Kg, rows, width, 1.0, src, ptot, col, width, 1.0, partial[slot, g], rows)
+
+
+_scratch = threading.local()
+
+
+def _workspace(per_thread: int, dtype) -> np.ndarray:
+    """(threads, per_thread) scratch reused across calls on this Python thread
+    (so the columns are not page-faulted in anew on every call)."""
+    threads = get_num_threads()
+    key = np.dtype(dtype).str
+    store = _scratch.__dict__.setdefault("buffers", {})
+    buf = store.get(key)
+    if buf is None or buf.shape[0] < threads or buf.shape[1] < per_thread:
+        buf = store[key] = np.empty((max(threads, 1), max(per_thread, 1)), dtype)
+    return buf
+
+
+def _plan(g, rows: int):
+    """Output rows per chunk, and whether columns are skipped (1x1, stride 1, no padding)."""
+    pointwise = g.kernel == (1, 1, 1) and g.stride == (1, 1, 1) and g.pad == (0, 0, 0) and g.in_size == g.out_size
+    per_unit = rows * g.out_size[2] * g.dtype.itemsize
+    budget = min(config.cpu_chunk_bytes, config.cpu_workspace_bytes)
+    upc = max(1, min(budget // max(per_unit, 1), g.out_size[0] * g.out_size[1]))
+    return upc, pointwise
+
+
+def fwd(g, x, w, bias):
+    rows = (g.c // g.groups) * math.prod(g.kernel)
+    upc, pointwise = _plan(g, rows)
+    y = np.empty(g.y_shape, g.dtype)
+    ws = _workspace(0 if pointwise else rows * upc * g.out_size[2], g.dtype)
+    with single_threaded_blas:
+        _fwd(gemm_for(g.dtype), x, w.reshape(g.k, rows), bias, y, g.kernel, g.stride, g.dilation, g.pad,
+             g.groups, upc, pointwise, ws)
+    return y
+
+
+def dgrad(g, dy, w, bias):
+    taps = math.prod(g.kernel)
+    cg = g.c // g.groups
+    # channel blocks: enough parallel iterations, decided by the problem alone
+    cblock = cg if g.n * g.groups >= 8 else max(1, -(-cg // -(-8 // (g.n * g.groups))))
+    upc, pointwise = _plan(g, cblock * taps)
+    dx = np.zeros(g.x_shape, g.dtype)
+    ws = _workspace(0 if pointwise else cblock * taps * upc * g.out_size[2], g.dtype)
+    with single_threaded_blas:
+        _dgrad(gemm_for(g.dtype), dy, w.reshape(g.k, cg * taps), dx, g.kernel, g.stride, g.dilation, g.pad,
+               g.groups, upc, cblock, pointwise, ws)
+    if bias.size:
+        dx += bias.reshape((-1,) + (1,) * 3)
+    return dx
+
+
+def wgrad(g, x, dy):
+    rows = (g.c // g.groups) * math.prod(g.kernel)
+    kg = g.k // g.groups
+    upc, pointwise = _plan(g, rows)
+    chunks = g.n * -(-(g.out_size[0] * g.out_size[1]) // upc) * g.groups
+    dw_bytes = g.k * rows * g.dtype.itemsize
+    slots = max(1, min(16, chunks, config.cpu_workspace_bytes // max(dw_bytes, 1)))
+    partial = np.zeros((slots, g.groups, kg, rows), g.dtype)
+    ws = _workspace(0 if pointwise else rows * upc * g.out_size[2], g.dtype)
+    with single_threaded_blas:
+        _wgrad(gemm_for(g.dtype), x, dy, partial, g.kernel, g.stride, g.dilation, g.pad, g.groups, upc,
+               pointwise, ws)
+    return np.add.reduce(partial, axis=0).reshape(g.w_shape)
+
+
+KERNELS = Kernels(fwd, dgrad, wgrad)
+register_algorithm("im2col", KERNELS, priority=40,
+                   description="Numba im2col/col2im + BLAS GEMM per worker, chunked under the workspace cap")
