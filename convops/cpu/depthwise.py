@@ -1,1 +1,217 @@
-"""placeholder while building"""
+"""``depthwise``: groups == C (one input channel per group), any channel
+multiplier m = K / C, any stride, dilation and zero padding.
+
+Memory-bound, so it streams: a parallel iteration owns one (image, input
+channel) pair and makes one pass over that plane from memory.  It first
+copies the plane into a zero-padded scratch plane split into ``stride``
+column phases (phase f holds padded columns f, f + s, f + 2s, ...), so every
+tap of every output row is a contiguous, in-range slice: no bounds tests,
+unit-stride loads even for strided convolutions, three taps fused per pass
+over the output row.  Output channel k = c*m + j reads input channel c.
+
+    fwd    y[n, c*m + j] = sum_taps w[c*m + j, 0, tap] * x[n, c] shifted
+    dgrad  the adjoint, accumulated in the iteration's padded phase plane, then cropped
+    wgrad  dw[c*m + j]   = sum over n and rows of row dot products (iteration = c)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from .common import Kernels, register_algorithm
+from .rows import FASTMATH, axpy, dot
+
+
+@njit(inline="always")
+def _phase_shape(D, H, W, pad, hi, stride2):
+    """(phases, D', H', W') of a padded plane split into stride2 column phases."""
+    Dp, Hp, Wp = D + pad[0] + hi[0], H + pad[1] + hi[1], W + pad[2] + hi[2]
+    return stride2, Dp, Hp, (Wp + stride2 - 1) // stride2
+
+
+@njit(inline="always")
+def _tap_columns(S, dilation, stride):
+    """Column phase and shift of each tap along the last axis (divisions hoisted
+    out of the loops: a division per tap per row costs more than the FMAs)."""
+    phase = np.empty(S, np.int64)
+    shift = np.empty(S, np.int64)
+    for s in range(S):
+        phase[s] = (s * dilation) % stride
+        shift[s] = (s * dilation) // stride
+    return phase, shift
+
+
+@njit(inline="always")
+def _load(plane, pad, buf):
+    """buf[f, z, y, i] = padded plane[z, y, i*stride + f] (zero outside the plane)."""
+    st = buf.shape[0]
+    if st == 1 and plane.shape[0] == buf.shape[1]:  # no depth padding: zero only the border
+        buf[0, :, :pad[1]] = 0
+        buf[0, :, pad[1] + plane.shape[1]:] = 0
+        buf[0, :, :, :pad[2]] = 0
+        buf[0, :, :, pad[2] + plane.shape[2]:] = 0
+    else:
+        buf[:] = 0
+    D, H, W = plane.shape
+    for z in range(D):
+        for yy in range(H):
+            src = plane[z, yy]
+            for f in range(st):
+                # padded column i*st + f holds source column i*st + f - pad2
+                first = (pad[2] - f + st - 1) // st if pad[2] > f else 0
+                start = first * st + f - pad[2]
+                if start >= W:
+                    continue
+                count = (W - start + st - 1) // st
+                dst = buf[f, z + pad[0], yy + pad[1], first:first + count]
+                if st == 1:
+                    dst[:] = src[start:start + count]
+                else:
+                    dst[:] = src[start::st][:count]
+
+
+@njit(inline="always")
+def _store(buf, pad, plane, bias):
+    """plane[z, y, x] = buf at the padded position of (z, y, x) (+ bias): the crop
+    that is the adjoint of zero padding."""
+    st = buf.shape[0]
+    D, H, W = plane.shape
+    for z in range(D):
+        for yy in range(H):
+            dst = plane[z, yy]
+            for f in range(st):
+                first = (pad[2] - f + st - 1) // st if pad[2] > f else 0
+                start = first * st + f - pad[2]
+                if start >= W:
+                    continue
+                count = (W - start + st - 1) // st
+                src = buf[f, z + pad[0], yy + pad[1], first:first + count]
+                if st == 1:
+                    dst[start:start + count] = src + bias
+                else:
+                    dst[start::st][:count] = src + bias
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def _fwd(x, w, bias, y, stride, dilation, pad, hi):
+    N, C, D, H, W = x.shape
+    K, _, T, R, S = w.shape
+    P0, P1, P2 = y.shape[2], y.shape[3], y.shape[4]
+    m = K // C
+    st = stride[2]
+    phase, shift = _tap_columns(S, dilation[2], st)
+    for job in prange(N * C):
+        n = job // C
+        c = job % C
+        buf = np.empty(_phase_shape(D, H, W, pad, hi, st), dtype=x.dtype)
+        _load(x[n, c], pad, buf)
+        for j in range(m):
+            k = c * m + j
+            b = bias[k] if bias.size else y.dtype.type(0)
+            for p0 in range(P0):
+                for p1 in range(P1):
+                    out = y[n, k, p0, p1]
+                    out[:] = b
+                    for t in range(T):
+                        iz = p0 * stride[0] + t * dilation[0]
+                        for r in range(R):
+                            iy = p1 * stride[1] + r * dilation[1]
+                            wr = w[k, 0, t, r]
+                            s = 0
+                            while s + 2 < S:
+                                x0 = buf[phase[s], iz, iy, shift[s]:shift[s] + P2]
+                                x1 = buf[phase[s + 1], iz, iy, shift[s + 1]:shift[s + 1] + P2]
+                                x2 = buf[phase[s + 2], iz, iy, shift[s + 2]:shift[s + 2] + P2]
+                                a0, a1, a2 = wr[s], wr[s + 1], wr[s + 2]
+                                for q in range(P2):
+                                    out[q] += a0 * x0[q] + a1 * x1[q] + a2 * x2[q]
+                                s += 3
+                            while s < S:
+                                axpy(out, buf[phase[s], iz, iy, shift[s]:shift[s] + P2], wr[s])
+                                s += 1
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def _dgrad(dy, w, bias, dx, stride, dilation, pad, hi):
+    N, C, D, H, W = dx.shape
+    K, _, T, R, S = w.shape
+    P0, P1, P2 = dy.shape[2], dy.shape[3], dy.shape[4]
+    m = K // C
+    st = stride[2]
+    phase, shift = _tap_columns(S, dilation[2], st)
+    for job in prange(N * C):
+        n = job // C
+        c = job % C
+        buf = np.zeros(_phase_shape(D, H, W, pad, hi, st), dtype=dx.dtype)
+        for j in range(m):
+            k = c * m + j
+            for p0 in range(P0):
+                for p1 in range(P1):
+                    grow = dy[n, k, p0, p1]
+                    for t in range(T):
+                        iz = p0 * stride[0] + t * dilation[0]
+                        for r in range(R):
+                            iy = p1 * stride[1] + r * dilation[1]
+                            for s in range(S):
+                                axpy(buf[phase[s], iz, iy, shift[s]:shift[s] + P2], grow, w[k, 0, t, r, s])
+        _store(buf, pad, dx[n, c], bias[c] if bias.size else dx.dtype.type(0))
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def _wgrad(x, dy, dw, stride, dilation, pad, hi):
+    N, C, D, H, W = x.shape
+    K, _, T, R, S = dw.shape
+    P0, P1, P2 = dy.shape[2], dy.shape[3], dy.shape[4]
+    m = K // C
+    st = stride[2]
+    phase, shift = _tap_columns(S, dilation[2], st)
+    for c in prange(C):
+        acc = np.zeros((m, T, R, S), dtype=dw.dtype)
+        buf = np.empty(_phase_shape(D, H, W, pad, hi, st), dtype=x.dtype)
+        for n in range(N):
+            _load(x[n, c], pad, buf)
+            for j in range(m):
+                for p0 in range(P0):
+                    for p1 in range(P1):
+                        grow = dy[n, c * m + j, p0, p1]
+                        for t in range(T):
+                            iz = p0 * stride[0] + t * dilation[0]
+                            for r in range(R):
+                                iy = p1 * stride[1] + r * dilation[1]
+                                for s in range(S):
+                                    acc[j, t, r, s] += dot(grow, buf[phase[s], iz, iy, shift[s]:shift[s] + P2])
+        for j in range(m):
+            dw[c * m + j, 0] = acc[j]
+
+
+def _high_pad(g):
+    """Padding on the high side that the output size reaches (at least 0)."""
+    return tuple(max(0, (o - 1) * s + d * (k - 1) + 1 - i - p) if o else 0
+                 for i, o, k, s, d, p in zip(g.in_size, g.out_size, g.kernel, g.stride, g.dilation, g.pad))
+
+
+def fwd(g, x, w, bias):
+    y = np.empty(g.y_shape, g.dtype)
+    _fwd(x, w, bias, y, g.stride, g.dilation, g.pad, _high_pad(g))
+    return y
+
+
+def dgrad(g, dy, w, bias):
+    dx = np.empty(g.x_shape, g.dtype)
+    _dgrad(dy, w, bias, dx, g.stride, g.dilation, g.pad, _high_pad(g))
+    return dx
+
+
+def wgrad(g, x, dy):
+    dw = np.empty(g.w_shape, g.dtype)
+    _wgrad(x, dy, dw, g.stride, g.dilation, g.pad, _high_pad(g))
+    return dw
+
+
+def _supports(p):
+    return [] if p.is_depthwise else [f"not depthwise: groups={p.groups}, C={p.c_in} (needs groups == C)"]
+
+
+register_algorithm("depthwise", Kernels(fwd, dgrad, wgrad), supports=_supports, priority=10,
+                   description="streaming depthwise (groups == C, any multiplier) on padded phase planes")

@@ -28,7 +28,7 @@ from numba import get_num_threads, get_thread_id, njit, prange
 from .. import config
 from .blas import gemm, gemm_for, single_threaded_blas
 from .common import Kernels, register_algorithm
-from .direct import FASTMATH, source_index, valid_range
+from .rows import FASTMATH, source_index, valid_range
 
 
 @njit(cache=True, fastmath=FASTMATH)
