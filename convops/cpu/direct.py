@@ -17,24 +17,9 @@ from numba import njit, prange
 
 from .. import config
 from .common import Kernels, register_algorithm
+from .rows import FASTMATH, correlate_row, scatter_row, source_index, tap_dots
 
-FASTMATH = set(config.cpu_fastmath)
 KB = config.cpu_channel_block
-
-
-@njit(inline="always")
-def valid_range(offset, stride, size, count):
-    """[lo, hi) of q in [0, count) with 0 <= q*stride + offset < size."""
-    lo = 0 if offset >= 0 else (-offset + stride - 1) // stride
-    hi = (size - offset + stride - 1) // stride if size > offset else 0
-    return lo, min(max(hi, lo), count)
-
-
-@njit(inline="always")
-def source_index(o, stride, tap, dilation, pad, size):
-    """Input index read by output o through tap, or -1 when it is padding."""
-    i = o * stride + tap * dilation - pad
-    return i if 0 <= i < size else -1
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
@@ -66,17 +51,8 @@ def _fwd(x, w, bias, y, stride, dilation, pad, groups):
                     if iy < 0:
                         continue
                     row = x[n, ci, iz, iy]
-                    for s in range(S):
-                        off = s * dilation[2] - pad[2]
-                        lo, hi = valid_range(off, stride[2], W, P2)
-                        for kk in range(kn):
-                            wv = w[k0 + kk, c, t, r, s]
-                            if stride[2] == 1:
-                                for q in range(lo, hi):
-                                    acc[kk, q] += wv * row[q + off]
-                            else:
-                                for q in range(lo, hi):
-                                    acc[kk, q] += wv * row[q * stride[2] + off]
+                    for kk in range(kn):
+                        correlate_row(acc[kk], row, w[k0 + kk, c, t, r], 0, S, dilation[2], -pad[2], stride[2])
         for kk in range(kn):
             b = bias[k0 + kk] if bias.size else y.dtype.type(0)
             for q in range(P2):
@@ -111,19 +87,9 @@ def _dgrad(dy, w, bias, dx, stride, dilation, pad, groups):
                 if yy < 0 or yy % stride[1] != 0 or yy // stride[1] >= P1:
                     continue
                 p1 = yy // stride[1]
-                for s in range(S):
-                    off = s * dilation[2] - pad[2]
-                    lo, hi = valid_range(off, stride[2], W, P2)
-                    for kk in range(Kg):
-                        k = g * Kg + kk
-                        wv = w[k, c, t, r, s]
-                        row = dy[n, k, p0, p1]
-                        if stride[2] == 1:
-                            for q in range(lo, hi):
-                                acc[q + off] += wv * row[q]
-                        else:
-                            for q in range(lo, hi):
-                                acc[q * stride[2] + off] += wv * row[q]
+                for kk in range(Kg):
+                    k = g * Kg + kk
+                    scatter_row(acc, dy[n, k, p0, p1], w[k, c, t, r], 0, S, dilation[2], -pad[2], stride[2])
         b = bias[ci] if bias.size else dx.dtype.type(0)
         for q in range(W):
             dx[n, ci, iz, iy, q] = acc[q] + b
@@ -154,18 +120,7 @@ def _wgrad(x, dy, dw, stride, dilation, pad, groups):
                             iy = source_index(p1, stride[1], r, dilation[1], pad[1], H)
                             if iy < 0:
                                 continue
-                            row = x[n, ci, iz, iy]
-                            for s in range(S):
-                                off = s * dilation[2] - pad[2]
-                                lo, hi = valid_range(off, stride[2], W, P2)
-                                total = dw.dtype.type(0)
-                                if stride[2] == 1:
-                                    for q in range(lo, hi):
-                                        total += grow[q] * row[q + off]
-                                else:
-                                    for q in range(lo, hi):
-                                        total += grow[q] * row[q * stride[2] + off]
-                                acc[t, r, s] += total
+                            tap_dots(acc[t, r], 0, grow, x[n, ci, iz, iy], S, dilation[2], -pad[2], stride[2])
         for t in range(T):
             for r in range(R):
                 for s in range(S):
