@@ -87,7 +87,7 @@ def main(argv=None):
                                       **{"stride": 1, "padding": 0, "dilation": 1, "groups": 1, **kw})
         base = call.problem
         for op in passes:
-            p = base.with_op(op)
+            p = base if transposed else base.with_op(op)  # a transposed call is a dgrad problem
             xt, wt = torch.from_numpy(x), torch.from_numpy(w)
             if transposed:  # conv_transpose call: only fwd benchmarked (it is a dgrad problem)
                 ours = lambda alg="auto": co.conv_transpose(x, w, algorithm=alg, **kw)

@@ -17,10 +17,10 @@ over the output row.  Output channel k = c*m + j reads input channel c.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, uint64
 
 from .common import Kernels, register_algorithm
-from .rows import FASTMATH, axpy, dot
+from .rows import FASTMATH, axpy
 
 
 @njit(inline="always")
@@ -34,8 +34,8 @@ def _phase_shape(D, H, W, pad, hi, stride2):
 def _tap_columns(S, dilation, stride):
     """Column phase and shift of each tap along the last axis (divisions hoisted
     out of the loops: a division per tap per row costs more than the FMAs)."""
-    phase = np.empty(S, np.int64)
-    shift = np.empty(S, np.int64)
+    phase = np.empty(S, np.uint64)
+    shift = np.empty(S, np.uint64)
     for s in range(S):
         phase[s] = (s * dilation) % stride
         shift[s] = (s * dilation) // stride
@@ -117,44 +117,71 @@ def _fwd(x, w, bias, y, stride, dilation, pad, hi):
                         iz = p0 * stride[0] + t * dilation[0]
                         for r in range(R):
                             iy = p1 * stride[1] + r * dilation[1]
+                            # contiguous 1-D phase rows, unsigned indices: no wraparound test, unit stride
                             wr = w[k, 0, t, r]
                             s = 0
                             while s + 2 < S:
-                                x0 = buf[phase[s], iz, iy, shift[s]:shift[s] + P2]
-                                x1 = buf[phase[s + 1], iz, iy, shift[s + 1]:shift[s + 1] + P2]
-                                x2 = buf[phase[s + 2], iz, iy, shift[s + 2]:shift[s + 2] + P2]
+                                x0, x1, x2 = buf[phase[s], iz, iy], buf[phase[s + 1], iz, iy], buf[phase[s + 2], iz, iy]
+                                o0, o1, o2 = shift[s], shift[s + 1], shift[s + 2]
                                 a0, a1, a2 = wr[s], wr[s + 1], wr[s + 2]
-                                for q in range(P2):
-                                    out[q] += a0 * x0[q] + a1 * x1[q] + a2 * x2[q]
+                                for q in range(uint64(P2)):
+                                    out[q] += a0 * x0[q + o0] + a1 * x1[q + o1] + a2 * x2[q + o2]
                                 s += 3
                             while s < S:
-                                axpy(out, buf[phase[s], iz, iy, shift[s]:shift[s] + P2], wr[s])
+                                x0, o0, a0 = buf[phase[s], iz, iy], shift[s], wr[s]
+                                for q in range(uint64(P2)):
+                                    out[q] += a0 * x0[q + o0]
                                 s += 1
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def _dgrad(dy, w, bias, dx, stride, dilation, pad, hi):
+    """Scatter of each output-gradient row into the padded phase plane.  At
+    unit column stride the row is first copied into a zero-padded scratch row
+    so that three taps become one in-range pass (the gather form)."""
     N, C, D, H, W = dx.shape
     K, _, T, R, S = w.shape
     P0, P1, P2 = dy.shape[2], dy.shape[3], dy.shape[4]
     m = K // C
     st = stride[2]
-    phase, shift = _tap_columns(S, dilation[2], st)
+    d2 = dilation[2]
+    phase, shift = _tap_columns(S, d2, st)
+    span = (S - 1) * d2
     for job in prange(N * C):
         n = job // C
         c = job % C
         buf = np.zeros(_phase_shape(D, H, W, pad, hi, st), dtype=dx.dtype)
+        grow_padded = np.zeros(P2 + 2 * span, dtype=dx.dtype)
         for j in range(m):
             k = c * m + j
             for p0 in range(P0):
                 for p1 in range(P1):
                     grow = dy[n, k, p0, p1]
+                    if st == 1:
+                        grow_padded[span:span + P2] = grow
                     for t in range(T):
                         iz = p0 * stride[0] + t * dilation[0]
                         for r in range(R):
                             iy = p1 * stride[1] + r * dilation[1]
-                            for s in range(S):
-                                axpy(buf[phase[s], iz, iy, shift[s]:shift[s] + P2], grow, w[k, 0, t, r, s])
+                            wr = w[k, 0, t, r]
+                            if st == 1:
+                                # buf[iy, i] += sum_s wr[s] * grow[i - s*d2], i in [0, P2 + span)
+                                out = buf[0, iz, iy]
+                                s = 0
+                                while s + 2 < S:
+                                    o0, o1, o2 = uint64(span - s * d2), uint64(span - (s + 1) * d2), uint64(span - (s + 2) * d2)
+                                    a0, a1, a2 = wr[s], wr[s + 1], wr[s + 2]
+                                    for i in range(uint64(P2 + span)):
+                                        out[i] += a0 * grow_padded[i + o0] + a1 * grow_padded[i + o1] + a2 * grow_padded[i + o2]
+                                    s += 3
+                                while s < S:
+                                    o0, a0 = uint64(span - s * d2), wr[s]
+                                    for i in range(uint64(P2 + span)):
+                                        out[i] += a0 * grow_padded[i + o0]
+                                    s += 1
+                            else:
+                                for s in range(S):
+                                    axpy(buf[phase[s], iz, iy, shift[s]:shift[s] + P2], grow, wr[s])
         _store(buf, pad, dx[n, c], bias[c] if bias.size else dx.dtype.type(0))
 
 
@@ -180,7 +207,11 @@ def _wgrad(x, dy, dw, stride, dilation, pad, hi):
                             for r in range(R):
                                 iy = p1 * stride[1] + r * dilation[1]
                                 for s in range(S):
-                                    acc[j, t, r, s] += dot(grow, buf[phase[s], iz, iy, shift[s]:shift[s] + P2])
+                                    x0, o0 = buf[phase[s], iz, iy], shift[s]
+                                    total = dw.dtype.type(0)
+                                    for q in range(uint64(P2)):
+                                        total += grow[q] * x0[q + o0]
+                                    acc[j, t, r, s] += total
         for j in range(m):
             dw[c * m + j, 0] = acc[j]
 

@@ -23,7 +23,8 @@ import math
 import threading
 
 import numpy as np
-from numba import get_num_threads, get_thread_id, njit, prange
+import numba
+from numba import get_thread_id, njit, prange
 
 from .. import config
 from .blas import gemm, gemm_for, single_threaded_blas
@@ -215,7 +216,7 @@ _scratch = threading.local()
 def _workspace(per_thread: int, dtype) -> np.ndarray:
     """(threads, per_thread) scratch reused across calls on this Python thread
     (so the columns are not page-faulted in anew on every call)."""
-    threads = get_num_threads()
+    threads = numba.config.NUMBA_NUM_THREADS  # thread ids range over the whole pool
     key = np.dtype(dtype).str
     store = _scratch.__dict__.setdefault("buffers", {})
     buf = store.get(key)

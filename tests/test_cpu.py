@@ -1,0 +1,126 @@
+"""The numba backend beyond the problem lists: a seeded fuzz of every
+algorithm on every pass against the reference, determinism across runs and
+thread counts, empty problems without a launch, and the auto choice."""
+
+import dataclasses
+
+import numba
+import numpy as np
+import pytest
+from hypothesis import given, settings
+
+import convops as co
+from convops import dispatch, problems, reference, registry, validate
+
+from helpers import assert_close
+from strategies import conv_cases, make_operands
+
+NUMBA = [i for i in co.implementations(backend="numba")]
+
+
+def _problem(case, x, w):
+    return validate.conv_call(x, w, None, **case["kw"]).problem
+
+
+@settings(max_examples=300)
+@given(conv_cases())
+def test_fuzz_every_algorithm(case):
+    """Each drawn problem, all three passes, every numba algorithm that
+    supports it, against the reference (inputs in the case's layout)."""
+    x, w, b = make_operands(case)
+    base = _problem(case, x, w)
+    rng = np.random.default_rng(case["seed"] + 7)
+    dy = rng.standard_normal(base.y_shape).astype(case["dtype"])
+    operands = {"fwd": (x, w, b), "dgrad": (dy, w, None if b is None else rng.standard_normal(base.c_in)
+                                            .astype(case["dtype"])), "wgrad": (x, dy, None)}
+    for op in ("fwd", "dgrad", "wgrad"):
+        p = base.with_op(op)
+        if p.is_empty:
+            continue
+        a, bb, bias = operands[op]
+        saved = (a.copy(), bb.copy())
+        ref = reference.run(p, a, bb, bias)
+        for impl in co.implementations(op=op, backend="numba"):
+            if impl.reasons(p):
+                continue
+            out = impl.run(p, a, bb, bias)
+            assert out.shape == p.result_shape and out.dtype == p.dtype
+            assert_close(out, ref, p.dtype, f"{impl.name} {p}")
+        np.testing.assert_array_equal(saved[0], a)
+        np.testing.assert_array_equal(saved[1], bb)
+
+
+DETERMINISM = problems.RIGOROUS[:6] + [problems.NETWORKS["mobilenetv2-dw-3x3-c144"],
+                                       problems.NETWORKS["dcgan-transposed-4x4-s2"]]
+
+
+def _det_cases():
+    for impl in NUMBA:
+        for base in DETERMINISM:
+            p = base.with_op(impl.op)
+            if not impl.reasons(p):
+                yield pytest.param(impl, p, id=f"{impl.name}-{p}")
+
+
+@pytest.mark.parametrize("impl, p", list(_det_cases()))
+def test_bitwise_deterministic_across_runs_and_threads(impl, p):
+    rng = np.random.default_rng(5)
+    a, b = (rng.standard_normal(s).astype(p.dtype) for s in p.operand_shapes)
+    threads = numba.get_num_threads()
+    try:
+        first = impl.run(p, a, b, None)
+        again = impl.run(p, a, b, None)
+        numba.set_num_threads(1)
+        single = impl.run(p, a, b, None)
+    finally:
+        numba.set_num_threads(threads)
+    assert threads >= 2 or numba.config.NUMBA_NUM_THREADS == 1
+    np.testing.assert_array_equal(first, again)
+    np.testing.assert_array_equal(first, single)
+
+
+def test_empty_problems_launch_nothing(monkeypatch):
+    """Dispatch answers empty problems itself: a kernel that would raise is never called."""
+    registry.implementations()
+
+    def boom(*args):
+        raise AssertionError("kernel launched for an empty problem")
+
+    patched = [dataclasses.replace(i, run=boom) if i.backend == "numba" else i for i in registry._implementations]
+    monkeypatch.setattr(registry, "_implementations", patched)
+    w = np.ones((4, 2, 3, 3), np.float32)
+    b = np.arange(4, dtype=np.float32)
+    for alg in ("im2col", "direct"):
+        y = co.conv(np.ones((0, 2, 5, 5), np.float32), w, b, algorithm=alg)
+        assert y.shape == (0, 4, 3, 3)
+        y = co.conv(np.ones((2, 0, 5, 5), np.float32), np.ones((4, 0, 3, 3), np.float32), b, algorithm=alg)
+        np.testing.assert_array_equal(y, np.broadcast_to(b.reshape(4, 1, 1), (2, 4, 3, 3)))
+        gw = co.conv_grad_weight(np.ones((0, 2, 5, 5), np.float32), np.ones((0, 4, 3, 3), np.float32), w.shape,
+                                 algorithm=alg)
+        assert gw.shape == w.shape and not gw.any()
+    with pytest.raises(AssertionError, match="kernel launched"):
+        co.conv(np.ones((1, 2, 5, 5), np.float32), w, algorithm="im2col")
+
+
+def test_float16_computes_in_float32():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 8, 9, 9)).astype(np.float16)
+    w = rng.standard_normal((8, 8, 3, 3)).astype(np.float16)
+    for alg in ("direct", "im2col"):
+        y = co.conv(x, w, padding=1, algorithm=alg)
+        assert y.dtype == np.float16
+        exact = co.conv(x.astype(np.float64), w.astype(np.float64), padding=1, backend="numpy")
+        # one rounding to float16 of a float32 result: well inside the float16 tolerance
+        assert np.max(np.abs(y - exact)) <= 2 ** -10 * np.max(np.abs(exact))
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("mobilenetv2-dw-3x3-c144", "depthwise"),
+    ("resnet50-3x3-c64", "im2col"),
+    ("resnet50-1x1-256to64", "im2col"),
+    ("dcgan-transposed-4x4-s2", "im2col"),
+])
+def test_auto_choice(name, expected):
+    p = problems.NETWORKS[name]
+    impls, _ = dispatch.candidates(p, "numpy")
+    assert dispatch.select(p, impls).chosen.algorithm == expected
