@@ -210,6 +210,200 @@ def _wgrad(fn, x, dy, partial, kernel, stride, dilation, pad, groups, upc, point
                 gemm(fn, False, True, Kg, rows, width, 1.0, src, ptot, col, width, 1.0, partial[slot, g], rows)
 
 
+@njit(parallel=True, cache=True)
+def _pad_images(x, pad, xp):
+    """xp[n, c] = x[n, c] placed at offset pad in a zeroed padded box (cut to xp)."""
+    N, C, D, H, W = x.shape
+    Dp, Hp, Wp = xp.shape[2], xp.shape[3], xp.shape[4]
+    for job in prange(N * C):
+        n = job // C
+        c = job % C
+        box = xp[n, c]
+        box[:] = 0
+        for z in range(max(0, -pad[0]), min(D, Dp - pad[0])):
+            for yy in range(max(0, -pad[1]), min(H, Hp - pad[1])):
+                lo = max(0, -pad[2])
+                hi = min(W, Wp - pad[2])
+                if lo < hi:
+                    box[z + pad[0], yy + pad[1], lo + pad[2]:hi + pad[2]] = x[n, c, z, yy, lo:hi]
+
+
+@njit(parallel=True, cache=True)
+def _fwd_flat(fn, xp, w2, bias, y, kernel, dilation, groups, chunk, ws):
+    """Unit stride: over the padded images flattened, output position e =
+    p0*Hp*Wp + p1*Wp + p2 reads xp_flat[c, e + offset(tap)], so each column
+    row of a chunk of consecutive e is ONE contiguous copy.  Positions whose
+    p1/p2 fall in the padding are computed and dropped (the waste is
+    Hp*Wp/(P1*P2) - 1).  Iteration = (n, chunk, group); the chunk result is
+    cropped into y."""
+    N, C = xp.shape[0], xp.shape[1]
+    Dp, Hp, Wp = xp.shape[2], xp.shape[3], xp.shape[4]
+    K = y.shape[1]
+    P0, P1, P2 = y.shape[2], y.shape[3], y.shape[4]
+    T, R, S = kernel
+    Cg, Kg = C // groups, K // groups
+    rows = w2.shape[1]
+    plane = Hp * Wp
+    E = (P0 - 1) * plane + (P1 - 1) * Wp + P2
+    nch = (E + chunk - 1) // chunk
+    xf = xp.reshape(N, C, Dp * plane)
+    for job in prange(N * nch * groups):
+        g = job % groups
+        ch = (job // groups) % nch
+        n = job // (groups * nch)
+        e0 = ch * chunk
+        width = min(E, e0 + chunk) - e0
+        tid = get_thread_id()
+        col = ws[tid, :rows * width].reshape(rows, width)
+        out = ws[tid, rows * chunk:rows * chunk + Kg * width].reshape(Kg, width)
+        _flat_columns(xf[n], g * Cg, Cg, kernel, dilation, Hp, Wp, e0, width, col)
+        gemm(fn, False, False, Kg, width, rows, 1.0, w2[g * Kg:], rows, col, width, 0.0, out, width)
+        # crop: rows u = p0*Hp + p1 of the box; keep p1 < P1 and the first P2 columns
+        for u in range(e0 // Wp, (e0 + width - 1) // Wp + 1):
+            p1 = u % Hp
+            if p1 >= P1:
+                continue
+            p0 = u // Hp
+            a = max(u * Wp, e0)
+            z = min(u * Wp + P2, e0 + width)
+            if a >= z:
+                continue
+            for k in range(Kg):
+                b = bias[g * Kg + k] if bias.size else y.dtype.type(0)
+                dst = y[n, g * Kg + k, p0, p1, a - u * Wp:z - u * Wp]
+                src = out[k, a - e0:z - e0]
+                for q in range(dst.size):
+                    dst[q] = src[q] + b
+
+@njit(inline="always")
+def _flat_columns(xf_n, c0, cn, kernel, dilation, Hp, Wp, e0, width, col):
+    """col[(c, t, r, s), l] = xf_n[c0 + c, e0 + l + offset(t, r, s)]: one copy per row."""
+    T, R, S = kernel
+    plane = Hp * Wp
+    row = 0
+    for c in range(cn):
+        src = xf_n[c0 + c]
+        for t in range(T):
+            for r in range(R):
+                for s in range(S):
+                    off = e0 + t * dilation[0] * plane + r * dilation[1] * Wp + s * dilation[2]
+                    col[row, :] = src[off:off + width]
+                    row += 1
+
+
+@njit(inline="always")
+def _extend_rows(dy_n, k0, kn, Hp, Wp, e0, width, out):
+    """out[k, l] = dy_n[k0 + k] at box position e0 + l, zero where (p1, p2) is padding."""
+    P1, P2 = dy_n.shape[2], dy_n.shape[3]
+    out[:] = 0
+    for u in range(e0 // Wp, (e0 + width - 1) // Wp + 1):
+        p1 = u % Hp
+        if p1 >= P1:
+            continue
+        p0 = u // Hp
+        a = max(u * Wp, e0)
+        z = min(u * Wp + P2, e0 + width)
+        if a < z:
+            for k in range(kn):
+                out[k, a - e0:z - e0] = dy_n[k0 + k, p0, p1, a - u * Wp:z - u * Wp]
+
+
+@njit(parallel=True, cache=True)
+def _wgrad_flat(fn, xp, dy, partial, kernel, dilation, groups, chunk, ws):
+    """Unit stride over the flattened padded box (see _fwd_flat): per chunk,
+    partial[slot, g] += dY_ext @ col^T with dY_ext zero at padding positions."""
+    N, C = xp.shape[0], xp.shape[1]
+    Dp, Hp, Wp = xp.shape[2], xp.shape[3], xp.shape[4]
+    K = dy.shape[1]
+    P0, P1, P2 = dy.shape[2], dy.shape[3], dy.shape[4]
+    Cg, Kg = C // groups, K // groups
+    rows = partial.shape[3]
+    E = (P0 - 1) * Hp * Wp + (P1 - 1) * Wp + P2
+    nch = (E + chunk - 1) // chunk
+    xf = xp.reshape(N, C, Dp * Hp * Wp)
+    slots = partial.shape[0]
+    for slot in prange(slots):
+        for job in range(slot, N * nch * groups, slots):
+            g = job % groups
+            ch = (job // groups) % nch
+            n = job // (groups * nch)
+            e0 = ch * chunk
+            width = min(E, e0 + chunk) - e0
+            tid = get_thread_id()
+            col = ws[tid, :rows * width].reshape(rows, width)
+            dye = ws[tid, rows * chunk:rows * chunk + Kg * width].reshape(Kg, width)
+            _flat_columns(xf[n], g * Cg, Cg, kernel, dilation, Hp, Wp, e0, width, col)
+            _extend_rows(dy[n], g * Kg, Kg, Hp, Wp, e0, width, dye)
+            gemm(fn, False, True, Kg, rows, width, 1.0, dye, width, col, width, 1.0, partial[slot, g], rows)
+
+
+@njit(parallel=True, cache=True)
+def _dgrad_flat(fn, dy, w2, gxp, kernel, dilation, groups, chunk, cblock, ws):
+    """Unit stride over the flattened padded box: per chunk, col = W_g[:, block]^T
+    @ dY_ext, then each column row is added back with one contiguous add.
+    Iteration = (n, group, channel block): it owns those gxp planes."""
+    N, C = gxp.shape[0], gxp.shape[1]
+    Dp, Hp, Wp = gxp.shape[2], gxp.shape[3], gxp.shape[4]
+    K = dy.shape[1]
+    P0, P1, P2 = dy.shape[2], dy.shape[3], dy.shape[4]
+    T, R, S = kernel
+    taps = T * R * S
+    Cg, Kg = C // groups, K // groups
+    rows_g = w2.shape[1]
+    plane = Hp * Wp
+    E = (P0 - 1) * plane + (P1 - 1) * Wp + P2
+    nch = (E + chunk - 1) // chunk
+    gf = gxp.reshape(N, C, Dp * plane)
+    ncb = (Cg + cblock - 1) // cblock
+    for job in prange(N * groups * ncb):
+        cb = job % ncb
+        g = (job // ncb) % groups
+        n = job // (ncb * groups)
+        c0 = cb * cblock
+        cn = min(cblock, Cg - c0)
+        rows = cn * taps
+        for c in range(cn):
+            gf[n, g * Cg + c0 + c, :] = 0
+        tid = get_thread_id()
+        for ch in range(nch):
+            e0 = ch * chunk
+            width = min(E, e0 + chunk) - e0
+            col = ws[tid, :rows * width].reshape(rows, width)
+            dye = ws[tid, cblock * taps * chunk:cblock * taps * chunk + Kg * width].reshape(Kg, width)
+            _extend_rows(dy[n], g * Kg, Kg, Hp, Wp, e0, width, dye)
+            gemm(fn, True, False, rows, width, Kg, 1.0, w2[g * Kg:, c0 * taps:], rows_g, dye, width, 0.0, col, width)
+            row = 0
+            for c in range(cn):
+                dst = gf[n, g * Cg + c0 + c]
+                for t in range(T):
+                    for r in range(R):
+                        for s in range(S):
+                            off = e0 + t * dilation[0] * plane + r * dilation[1] * Wp + s * dilation[2]
+                            d = dst[off:off + width]
+                            src = col[row]
+                            for l in range(width):
+                                d[l] += src[l]
+                            row += 1
+
+
+@njit(parallel=True, cache=True)
+def _crop_images(gxp, pad, dx):
+    """dx[n, c] = the part of the padded box gxp[n, c] at offset pad (zero beyond the box)."""
+    N, C, D, H, W = dx.shape
+    Dp, Hp, Wp = gxp.shape[2], gxp.shape[3], gxp.shape[4]
+    for job in prange(N * C):
+        n = job // C
+        c = job % C
+        out = dx[n, c]
+        out[:] = 0
+        for z in range(max(0, -pad[0]), min(D, Dp - pad[0])):
+            for yy in range(max(0, -pad[1]), min(H, Hp - pad[1])):
+                lo = max(0, -pad[2])
+                hi = min(W, Wp - pad[2])
+                if lo < hi:
+                    out[z, yy, lo:hi] = gxp[n, c, z + pad[0], yy + pad[1], lo + pad[2]:hi + pad[2]]
+
+
 _scratch = threading.local()
 
 
@@ -234,12 +428,35 @@ def _plan(g, rows: int):
     return upc, pointwise
 
 
+def _flat_extent(g):
+    """Padded box the unit-stride outputs read: (P - 1) + d*(k - 1) + 1 per dim."""
+    return tuple(o - 1 + d * (k - 1) + 1 for o, d, k in zip(g.out_size, g.dilation, g.kernel))
+
+
+def _flat(g, pointwise) -> bool:
+    """Unit stride (and not a plain 1x1): the flattened-box path applies."""
+    return g.stride == (1, 1, 1) and not pointwise and 0 not in g.out_size
+
+
+def _flat_chunk(g, rows) -> int:
+    budget = min(config.cpu_chunk_bytes, config.cpu_workspace_bytes)
+    return max(_flat_extent(g)[2], budget // (rows * g.dtype.itemsize))
+
+
 def fwd(g, x, w, bias):
     rows = (g.c // g.groups) * math.prod(g.kernel)
     upc, pointwise = _plan(g, rows)
     y = np.empty(g.y_shape, g.dtype)
-    ws = _workspace(0 if pointwise else rows * upc * g.out_size[2], g.dtype)
+    kg = g.k // g.groups
     with single_threaded_blas:
+        if _flat(g, pointwise):
+            xp = np.empty((g.n, g.c) + _flat_extent(g), g.dtype)
+            _pad_images(x, g.pad, xp)
+            chunk = _flat_chunk(g, rows)
+            ws = _workspace((rows + kg) * chunk, g.dtype)
+            _fwd_flat(gemm_for(g.dtype), xp, w.reshape(g.k, rows), bias, y, g.kernel, g.dilation, g.groups, chunk, ws)
+            return y
+        ws = _workspace(0 if pointwise else rows * upc * g.out_size[2], g.dtype)
         _fwd(gemm_for(g.dtype), x, w.reshape(g.k, rows), bias, y, g.kernel, g.stride, g.dilation, g.pad,
              g.groups, upc, pointwise, ws)
     return y
@@ -248,14 +465,25 @@ def fwd(g, x, w, bias):
 def dgrad(g, dy, w, bias):
     taps = math.prod(g.kernel)
     cg = g.c // g.groups
+    kg = g.k // g.groups
     # channel blocks: enough parallel iterations, decided by the problem alone
     cblock = cg if g.n * g.groups >= 8 else max(1, -(-cg // -(-8 // (g.n * g.groups))))
     upc, pointwise = _plan(g, cblock * taps)
-    dx = np.zeros(g.x_shape, g.dtype)
-    ws = _workspace(0 if pointwise else cblock * taps * upc * g.out_size[2], g.dtype)
+    w2 = w.reshape(g.k, cg * taps)
     with single_threaded_blas:
-        _dgrad(gemm_for(g.dtype), dy, w.reshape(g.k, cg * taps), dx, g.kernel, g.stride, g.dilation, g.pad,
-               g.groups, upc, cblock, pointwise, ws)
+        if _flat(g, pointwise):
+            box = _flat_extent(g)
+            gxp = np.empty((g.n, g.c) + box, g.dtype)
+            chunk = _flat_chunk(g, cblock * taps)
+            ws = _workspace((cblock * taps + kg) * chunk, g.dtype)
+            _dgrad_flat(gemm_for(g.dtype), dy, w2, gxp, g.kernel, g.dilation, g.groups, chunk, cblock, ws)
+            dx = np.empty(g.x_shape, g.dtype)
+            _crop_images(gxp, g.pad, dx)
+        else:
+            dx = np.zeros(g.x_shape, g.dtype)
+            ws = _workspace(0 if pointwise else cblock * taps * upc * g.out_size[2], g.dtype)
+            _dgrad(gemm_for(g.dtype), dy, w2, dx, g.kernel, g.stride, g.dilation, g.pad, g.groups, upc, cblock,
+                   pointwise, ws)
     if bias.size:
         dx += bias.reshape((-1,) + (1,) * 3)
     return dx
@@ -265,14 +493,27 @@ def wgrad(g, x, dy):
     rows = (g.c // g.groups) * math.prod(g.kernel)
     kg = g.k // g.groups
     upc, pointwise = _plan(g, rows)
-    chunks = g.n * -(-(g.out_size[0] * g.out_size[1]) // upc) * g.groups
+    flat = _flat(g, pointwise)
+    if flat:
+        chunk = _flat_chunk(g, rows)
+        e_total = (g.out_size[0] - 1) * math.prod(_flat_extent(g)[1:]) + (g.out_size[1] - 1) * _flat_extent(g)[2] \
+            + g.out_size[2]
+        chunks = g.n * -(-e_total // chunk) * g.groups
+    else:
+        chunks = g.n * -(-(g.out_size[0] * g.out_size[1]) // upc) * g.groups
     dw_bytes = g.k * rows * g.dtype.itemsize
     slots = max(1, min(16, chunks, config.cpu_workspace_bytes // max(dw_bytes, 1)))
     partial = np.zeros((slots, g.groups, kg, rows), g.dtype)
-    ws = _workspace(0 if pointwise else rows * upc * g.out_size[2], g.dtype)
     with single_threaded_blas:
-        _wgrad(gemm_for(g.dtype), x, dy, partial, g.kernel, g.stride, g.dilation, g.pad, g.groups, upc,
-               pointwise, ws)
+        if flat:
+            xp = np.empty((g.n, g.c) + _flat_extent(g), g.dtype)
+            _pad_images(x, g.pad, xp)
+            ws = _workspace((rows + kg) * chunk, g.dtype)
+            _wgrad_flat(gemm_for(g.dtype), xp, dy, partial, g.kernel, g.dilation, g.groups, chunk, ws)
+        else:
+            ws = _workspace(0 if pointwise else rows * upc * g.out_size[2], g.dtype)
+            _wgrad(gemm_for(g.dtype), x, dy, partial, g.kernel, g.stride, g.dilation, g.pad, g.groups, upc,
+                   pointwise, ws)
     return np.add.reduce(partial, axis=0).reshape(g.w_shape)
 
 
