@@ -30,13 +30,37 @@ def _setup_threads(threads: int):
 
 
 def sgemm_peak(reps=5) -> float:
-    """This machine's BLAS SGEMM GFLOP/s (NumPy's BLAS, 2048^3), the ceiling
-    of every GEMM-based path here."""
-    a = np.random.rand(2048, 2048).astype(np.float32)
-    b = np.random.rand(2048, 2048).astype(np.float32)
-    a @ b
-    best = min(_timed(lambda: a @ b) for _ in range(reps))
+    """GFLOP/s of the SGEMM convops's im2col family uses (SciPy's BLAS, loaded
+    the way convops loads it; 2048^3, all threads): the ceiling of every
+    GEMM-based path here."""
+    import convops.cpu.blas  # noqa: F401  (chooses SciPy's OpenBLAS kernels before it loads)
+    import scipy.linalg.blas as blas
+    a = np.asfortranarray(np.random.rand(2048, 2048).astype(np.float32))
+    b = np.asfortranarray(np.random.rand(2048, 2048).astype(np.float32))
+    blas.sgemm(1.0, a, b)
+    best = min(_timed(lambda: blas.sgemm(1.0, a, b)) for _ in range(reps))
     return 2 * 2048 ** 3 / best / 1e9
+
+
+def blas_kernels() -> str:
+    """Which OpenBLAS kernels SciPy's BLAS runs (threadpoolctl)."""
+    from threadpoolctl import ThreadpoolController
+    for lib in ThreadpoolController().info():
+        if "scipy.libs" in lib.get("filepath", "") or lib.get("prefix") == "libscipy_openblas":
+            if "numpy" not in lib.get("filepath", ""):
+                return f"{lib.get('internal_api')} {lib.get('version')} {lib.get('architecture')}"
+    return "unknown"
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip() + f" ({platform.machine()})"
+    except OSError:
+        pass
+    return platform.machine()
 
 
 def _timed(fn) -> float:
@@ -68,8 +92,9 @@ def main(argv=None):
     peak = sgemm_peak()
     rng = np.random.default_rng(0)
     rows = []
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, threads {args.threads}; "
-          f"numpy SGEMM peak {peak:.0f} GFLOP/s; torch {torch.__version__}; {datetime.date.today()}")
+    kernels = blas_kernels()
+    print(f"machine: {_cpu_name()}, {os.cpu_count()} cpus, threads {args.threads}; SGEMM peak {peak:.0f} GFLOP/s "
+          f"({kernels}); torch {torch.__version__}; {datetime.date.today()}")
     header = (f"{'layer':38s} {'pass':5s} {'algorithm':16s} {'first(s)':>8s} {'ms':>8s} {'GF/s':>7s} "
               f"{'torch ms':>8s} {'torch GF/s':>10s} {'ratio':>6s} {'target':>6s} {'%peak':>6s} {'GB/s':>6s}")
     print(header)
@@ -138,8 +163,8 @@ def main(argv=None):
                       f"{gbs:6.1f}", flush=True)
     print("* = algorithm='auto' (its choice shown); ratio = torch time / convops time")
     if args.csv:
-        meta = dict(date=str(datetime.date.today()), machine=f"{platform.machine()} {platform.processor()}",
-                    cpus=os.cpu_count(), threads=args.threads, sgemm_peak_gflops=round(peak, 1),
+        meta = dict(date=str(datetime.date.today()), machine=_cpu_name(), cpus=os.cpu_count(), threads=args.threads,
+                    blas=kernels, sgemm_peak_gflops=round(peak, 1),
                     torch=torch.__version__, numpy=np.__version__, numba=__import__("numba").__version__,
                     convops=co.__version__)
         with open(args.csv, "w", newline="") as f:

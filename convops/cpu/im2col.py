@@ -36,37 +36,45 @@ from .rows import FASTMATH, source_index, valid_range
 def _im2col(x, c0, kernel, stride, dilation, pad, out_size, u0, u1, col):
     """col[(c, t, r, s), (u - u0)*P2 + q] = x[c0 + c, iz, iy, q*s2 + s*d2 - pad2]
     for one image x (C, D, H, W); zero where the tap falls in the padding.
-    Each column row is written front to back in segments of P2."""
+    With a column stride, each source row is first split into its stride
+    phases, so that every tap's segment is a contiguous copy, not a gather."""
     C, D, H, W = x.shape
     T, R, S = kernel
     P0, P1, P2 = out_size
-    row = 0
+    st = stride[2]
+    phases = np.empty((st, (W + st - 1) // st), x.dtype)
     for c in range(col.shape[0] // (T * R * S)):
         xc = x[c0 + c]
         for t in range(T):
             for r in range(R):
-                for s in range(S):
-                    off = s * dilation[2] - pad[2]
-                    lo, hi = valid_range(off, stride[2], W, P2)
-                    crow = col[row]
-                    base = 0
-                    for u in range(u0, u1):
-                        iz = source_index(u // P1, stride[0], t, dilation[0], pad[0], D)
-                        iy = source_index(u % P1, stride[1], r, dilation[1], pad[1], H)
-                        seg = crow[base:base + P2]
+                row0 = ((c * T + t) * R + r) * S
+                base = 0
+                for u in range(u0, u1):
+                    iz = source_index(u // P1, stride[0], t, dilation[0], pad[0], D)
+                    iy = source_index(u % P1, stride[1], r, dilation[1], pad[1], H)
+                    if iz < 0 or iy < 0:
+                        for s in range(S):
+                            col[row0 + s, base:base + P2] = 0
                         base += P2
-                        if iz < 0 or iy < 0:
-                            seg[:] = 0
-                            continue
-                        xrow = xc[iz, iy]
+                        continue
+                    xrow = xc[iz, iy]
+                    if st > 1:
+                        for f in range(st):
+                            n_f = (W - f + st - 1) // st
+                            phases[f, :n_f] = xrow[f::st]
+                    for s in range(S):
+                        off = s * dilation[2] - pad[2]
+                        lo, hi = valid_range(off, st, W, P2)
+                        seg = col[row0 + s, base:base + P2]
                         seg[:lo] = 0
-                        if stride[2] == 1:
+                        if st == 1:
                             seg[lo:hi] = xrow[lo + off:hi + off]
                         else:
-                            for q in range(lo, hi):
-                                seg[q] = xrow[q * stride[2] + off]
+                            f = off % st
+                            shift = (off - f) // st
+                            seg[lo:hi] = phases[f, lo + shift:hi + shift]
                         seg[hi:] = 0
-                    row += 1
+                    base += P2
 
 
 @njit(cache=True, fastmath=FASTMATH)
