@@ -242,14 +242,21 @@ def _check_bias(bias, channels: int):
                          f"got bias of shape {_shape(bias)}")
 
 
-def conv_call(x, weight, bias, *, stride, padding, dilation, groups, padding_mode,
-              expect_ndim=None, fn="conv") -> Call:
+def _call_basics(x, weight, bias, expect_ndim, fn, stride, padding, dilation, groups, padding_mode):
+    """What conv and conv_transpose check alike: arrays, ranks, batching, keywords."""
     kind, dtype = check_arrays(x=x, weight=weight, bias=bias)
     nd = _weight_ndim(weight, expect_ndim, fn)
     w_shape = _shape(weight)
     batched = _batched("input", _shape(x), nd, w_shape)
     x_shape = _shape(x) if batched else (1,) + _shape(x)
     params = common_params(nd, stride, padding, dilation, groups, padding_mode)
+    return kind, dtype, nd, w_shape, x_shape, batched, params
+
+
+def conv_call(x, weight, bias, *, stride, padding, dilation, groups, padding_mode,
+              expect_ndim=None, fn="conv") -> Call:
+    kind, dtype, nd, w_shape, x_shape, batched, params = _call_basics(
+        x, weight, bias, expect_ndim, fn, stride, padding, dilation, groups, padding_mode)
     problem = _forward_problem(x_shape, w_shape, params, dtype, "fwd")
     _check_bias(bias, problem.c_out)
     return Call(problem, kind, batched)
@@ -276,12 +283,8 @@ def conv_transpose_call(x, weight, bias, *, stride, padding, output_padding, out
     resolved against the output size (so it is the adjoint of a "same"
     convolution of that size).
     """
-    kind, dtype = check_arrays(x=x, weight=weight, bias=bias)
-    nd = _weight_ndim(weight, expect_ndim, fn)
-    w_shape = _shape(weight)
-    batched = _batched("input", _shape(x), nd, w_shape)
-    x_shape = _shape(x) if batched else (1,) + _shape(x)
-    params = common_params(nd, stride, padding, dilation, groups, padding_mode)
+    kind, dtype, nd, w_shape, x_shape, batched, params = _call_basics(
+        x, weight, bias, expect_ndim, fn, stride, padding, dilation, groups, padding_mode)
     out_pad = spatial_param("output_padding", output_padding, nd, 0)
     target = _output_size_param(output_size, nd)
     n, c_in, in_size = x_shape[0], x_shape[1], x_shape[2:]

@@ -219,21 +219,30 @@ def _wgrad(fn, x, dy, partial, kernel, stride, dilation, pad, groups, upc, point
 
 
 @njit(parallel=True, cache=True)
-def _pad_images(x, pad, xp):
-    """xp[n, c] = x[n, c] placed at offset pad in a zeroed padded box (cut to xp)."""
-    N, C, D, H, W = x.shape
-    Dp, Hp, Wp = xp.shape[2], xp.shape[3], xp.shape[4]
+def _box_copy(image, box, pad, into_box):
+    """Between images (N, C, D, H, W) and zero-padded boxes (N, C, Dp, Hp, Wp)
+    with the image at offset ``pad`` (cut to the box): into_box fills the box
+    (zeros around the image), otherwise the image is cut out of the box
+    (zeros where the box does not reach): the two are adjoint."""
+    N, C, D, H, W = image.shape
+    Dp, Hp, Wp = box.shape[2], box.shape[3], box.shape[4]
+    lo = max(0, -pad[2])
+    hi = min(W, Wp - pad[2])
     for job in prange(N * C):
         n = job // C
         c = job % C
-        box = xp[n, c]
-        box[:] = 0
+        if into_box:
+            box[n, c] = 0
+        else:
+            image[n, c] = 0
         for z in range(max(0, -pad[0]), min(D, Dp - pad[0])):
             for yy in range(max(0, -pad[1]), min(H, Hp - pad[1])):
-                lo = max(0, -pad[2])
-                hi = min(W, Wp - pad[2])
                 if lo < hi:
-                    box[z + pad[0], yy + pad[1], lo + pad[2]:hi + pad[2]] = x[n, c, z, yy, lo:hi]
+                    inside = box[n, c, z + pad[0], yy + pad[1], lo + pad[2]:hi + pad[2]]
+                    if into_box:
+                        inside[:] = image[n, c, z, yy, lo:hi]
+                    else:
+                        image[n, c, z, yy, lo:hi] = inside
 
 
 @njit(parallel=True, cache=True)
@@ -393,25 +402,6 @@ def _dgrad_flat(fn, dy, w2, gxp, kernel, dilation, groups, chunk, cblock, ws):
                                 d[l] += src[l]
                             row += 1
 
-
-@njit(parallel=True, cache=True)
-def _crop_images(gxp, pad, dx):
-    """dx[n, c] = the part of the padded box gxp[n, c] at offset pad (zero beyond the box)."""
-    N, C, D, H, W = dx.shape
-    Dp, Hp, Wp = gxp.shape[2], gxp.shape[3], gxp.shape[4]
-    for job in prange(N * C):
-        n = job // C
-        c = job % C
-        out = dx[n, c]
-        out[:] = 0
-        for z in range(max(0, -pad[0]), min(D, Dp - pad[0])):
-            for yy in range(max(0, -pad[1]), min(H, Hp - pad[1])):
-                lo = max(0, -pad[2])
-                hi = min(W, Wp - pad[2])
-                if lo < hi:
-                    out[z, yy, lo:hi] = gxp[n, c, z + pad[0], yy + pad[1], lo + pad[2]:hi + pad[2]]
-
-
 _scratch = threading.local()
 
 
@@ -459,7 +449,7 @@ def fwd(g, x, w, bias):
     with single_threaded_blas:
         if _flat(g, pointwise):
             xp = np.empty((g.n, g.c) + _flat_extent(g), g.dtype)
-            _pad_images(x, g.pad, xp)
+            _box_copy(x, xp, g.pad, True)
             chunk = _flat_chunk(g, rows)
             ws = _workspace((rows + kg) * chunk, g.dtype)
             _fwd_flat(gemm_for(g.dtype), xp, w.reshape(g.k, rows), bias, y, g.kernel, g.dilation, g.groups, chunk, ws)
@@ -486,7 +476,7 @@ def dgrad(g, dy, w, bias):
             ws = _workspace((cblock * taps + kg) * chunk, g.dtype)
             _dgrad_flat(gemm_for(g.dtype), dy, w2, gxp, g.kernel, g.dilation, g.groups, chunk, cblock, ws)
             dx = np.empty(g.x_shape, g.dtype)
-            _crop_images(gxp, g.pad, dx)
+            _box_copy(dx, gxp, g.pad, False)
         else:
             dx = np.zeros(g.x_shape, g.dtype)
             ws = _workspace(0 if pointwise else cblock * taps * upc * g.out_size[2], g.dtype)
@@ -515,7 +505,7 @@ def wgrad(g, x, dy):
     with single_threaded_blas:
         if flat:
             xp = np.empty((g.n, g.c) + _flat_extent(g), g.dtype)
-            _pad_images(x, g.pad, xp)
+            _box_copy(x, xp, g.pad, True)
             ws = _workspace((rows + kg) * chunk, g.dtype)
             _wgrad_flat(gemm_for(g.dtype), xp, dy, partial, g.kernel, g.dilation, g.groups, chunk, ws)
         else:
