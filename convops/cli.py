@@ -73,7 +73,8 @@ def selfcheck(argv=None) -> int:
     for r in [head] + rows:
         print("  ".join(str(v).ljust(w) for v, w in zip(r, widths)))
     print("reference rows check <fwd(x,w),y> == <x,dgrad(y,w)> == <w,wgrad(x,y)> in float64; "
-          "others compare with the reference (err/tol <= 1 passes)")
+          "others compare with the reference (err/tol <= 1 passes); seconds include Numba compilation "
+          "on the first run (kernels are cached on disk afterwards)")
     print("FAILED" if failed else "all implementations agree with the reference")
     return 1 if failed else 0
 
