@@ -107,6 +107,21 @@ __global__ void math(const float* x, float* y) {
          + sqrtf(fabsf(a)) + __ldg(&x[i]);
 }
 
+__global__ void wide_index(long long* out) {
+    long long i = (long long)blockIdx.x * 3000000000LL + threadIdx.x;   // past 2^31
+    out[blockIdx.x * blockDim.x + threadIdx.x] = i;
+}
+
+__global__ void atomics(int* i32, unsigned int* u32, unsigned long long* u64, float* f32, double* f64) {
+    int t = threadIdx.x;
+    atomicAdd(&i32[0], 1); atomicSub(&i32[1], 2); atomicMax(&i32[2], t); atomicMin(&i32[3], -t);
+    atomicAdd(&u32[0], 3u); atomicMax(&u32[1], (unsigned int)t); atomicCAS(&u32[2], 0u, 7u);
+    atomicAdd(&u64[0], 1ull << 33); atomicMax(&u64[1], (unsigned long long)t);
+    atomicAdd(&f32[0], 0.5f); atomicMax(&f32[1], (float)t); atomicMin(&f32[2], (float)-t);
+    atomicAdd(&f64[0], 0.25); atomicExch(&f64[1], 1.5);
+    if (t == 0) atomicExch(&i32[4], 42);
+}
+
 // planted bugs
 __global__ void reverse_no_sync(const float* in, float* out) {   // missing __syncthreads
     __shared__ float s[256];
@@ -232,6 +247,28 @@ def test_concurrent_builds_share_the_cache(tmp_path, monkeypatch):
     y = np.zeros(8, np.int32)
     modules[3].get_function("fill")(1, 8, (y,))
     assert (y == 7).all()
+
+
+def test_64bit_index_arithmetic(module):
+    out = np.zeros(3 * 4, np.int64)
+    module.get_function("wide_index")((3,), (4,), (out,))
+    np.testing.assert_array_equal(out, [b * 3_000_000_000 + t for b in range(3) for t in range(4)])
+
+
+def test_atomics_every_type(module):
+    i32 = np.zeros(5, np.int32)
+    u32 = np.zeros(3, np.uint32)
+    u64 = np.zeros(2, np.uint64)
+    f32 = np.zeros(3, np.float32)
+    f64 = np.zeros(2, np.float64)
+    kernel = module.get_function("atomics")
+    kernel((4,), (64,), (i32, u32, u64, f32, f64), check_races=False)  # float atomics: order dependent by design
+    n = 256
+    assert i32.tolist() == [n, -2 * n, 63, -63, 42]
+    assert u32.tolist() == [3 * n, 63, 7]
+    assert u64.tolist() == [n << 33, 63]
+    assert f32.tolist() == [n * 0.5, 63.0, -63.0]
+    assert f64.tolist() == [n * 0.25, 1.5]
 
 
 # ---- planted bugs: each reported by the simulator itself -------------------------------

@@ -448,6 +448,7 @@ inline double atomicMax(double* p, double v) { return sim_atomic_float<double, u
 inline float atomicMin(float* p, float v) { return sim_atomic_float<float, uint32_t>(p, v, [](float a, float b) { return a < b ? a : b; }); }
 inline double atomicMin(double* p, double v) { return sim_atomic_float<double, uint64_t>(p, v, [](double a, double b) { return a < b ? a : b; }); }
 inline float atomicExch(float* p, float v) { return sim_atomic_float<float, uint32_t>(p, v, [](float, float b) { return b; }); }
+inline double atomicExch(double* p, double v) { return sim_atomic_float<double, uint64_t>(p, v, [](double, double b) { return b; }); }
 
 // ---- math and intrinsics ----------------------------------------------------------
 using std::max;
