@@ -136,6 +136,10 @@ __global__ void divergent_barrier(float* y) {                     // barrier in 
     if (threadIdx.x < 16) __syncthreads();
     y[threadIdx.x] = 1.0f;
 }
+__global__ void different_barriers(float* y) {                    // two barriers, one per branch
+    if (threadIdx.x % 2) { __syncthreads(); } else { __syncthreads(); }
+    y[threadIdx.x] = 1.0f;
+}
 __global__ void skips_last(float* y, int n) {                     // never writes y[n - 1]
     int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n - 1) y[i] = 2.0f;
@@ -289,6 +293,12 @@ def test_divergent_barrier(module):
     y = np.zeros(32, np.float32)
     with pytest.raises(sim.SimBarrierError, match=r"barrier divergence"):
         module.get_function("divergent_barrier")((1,), (32,), (y,))
+
+
+def test_threads_at_different_barriers(module):
+    y = np.zeros(32, np.float32)
+    with pytest.raises(sim.SimBarrierError, match=r"threads wait at different __syncthreads \(lines \d+ and \d+\)"):
+        module.get_function("different_barriers")((1,), (32,), (y,))
 
 
 def test_scalar_of_wrong_width(module):

@@ -224,7 +224,8 @@ inline bool run_block(Block& b, std::vector<char*>& stacks) {
         else if (site != t.barrier) {
           char msg[256];
           std::snprintf(msg, sizeof msg, "barrier divergence: block (%u,%u,%u) threads wait at different "
-                        "__syncthreads (lines %ld and %ld)", b.bid.x, b.bid.y, b.bid.z, site, t.barrier);
+                        "__syncthreads (lines %ld and %ld)", b.bid.x, b.bid.y, b.bid.z, site & 0xFFFFF,
+                        t.barrier & 0xFFFFF);
           b.launch->fail(msg);
           return false;
         }
@@ -237,7 +238,8 @@ inline bool run_block(Block& b, std::vector<char*>& stacks) {
       if (done > 0) {
         char msg[256];
         std::snprintf(msg, sizeof msg, "barrier divergence: block (%u,%u,%u): %u threads wait at __syncthreads "
-                      "(line %ld) that %u exited threads never reach", b.bid.x, b.bid.y, b.bid.z, waiting, site, done);
+                      "(line %ld) that %u exited threads never reach", b.bid.x, b.bid.y, b.bid.z, waiting,
+                      site & 0xFFFFF, done);
         b.launch->fail(msg);
         return false;
       }
@@ -387,21 +389,24 @@ inline int signature(void (*)(A...), long* sizes, int* pointers, int capacity) {
 #define gridDim (::sim::cur()->block->launch->grid)
 #define warpSize 32
 
-#define __syncthreads() ::sim::barrier(__LINE__, 0, 1)
-#define __syncthreads_count(p) ::sim::barrier(__LINE__, 1, (p))
-#define __syncthreads_and(p) ::sim::barrier(__LINE__, 2, (p))
-#define __syncthreads_or(p) ::sim::barrier(__LINE__, 3, (p))
-#define __syncwarp(...) ::sim::warp_wait(-(long)__LINE__ * 4)
-#define __shfl_sync(mask, v, lane, ...) ::sim::shfl(__LINE__, (v), (lane), sim_width(__VA_ARGS__))
+// A barrier's site: its line in the low 20 bits, a per-expansion counter above
+// (two barriers on one line are still different barriers).
+#define SIM_SITE (((long)__COUNTER__ << 20) | (long)__LINE__)
+#define __syncthreads() ::sim::barrier(SIM_SITE, 0, 1)
+#define __syncthreads_count(p) ::sim::barrier(SIM_SITE, 1, (p))
+#define __syncthreads_and(p) ::sim::barrier(SIM_SITE, 2, (p))
+#define __syncthreads_or(p) ::sim::barrier(SIM_SITE, 3, (p))
+#define __syncwarp(...) ::sim::warp_wait(-(long)SIM_SITE * 4)
+#define __shfl_sync(mask, v, lane, ...) ::sim::shfl(SIM_SITE, (v), (lane), sim_width(__VA_ARGS__))
 #define __shfl_up_sync(mask, v, d, ...) \
-  ::sim::shfl(__LINE__, (v), sim_up_lane((d), sim_width(__VA_ARGS__)), sim_width(__VA_ARGS__))
+  ::sim::shfl(SIM_SITE, (v), sim_up_lane((d), sim_width(__VA_ARGS__)), sim_width(__VA_ARGS__))
 #define __shfl_down_sync(mask, v, d, ...) \
-  ::sim::shfl(__LINE__, (v), sim_down_lane((d), sim_width(__VA_ARGS__)), sim_width(__VA_ARGS__))
-#define __shfl_xor_sync(mask, v, m, ...) ::sim::shfl(__LINE__, (v), sim_lane() ^ (m), sim_width(__VA_ARGS__))
-#define __ballot_sync(mask, p) ::sim::warp_vote(__LINE__, (p), 0)
-#define __any_sync(mask, p) (int)::sim::warp_vote(__LINE__, (p), 1)
-#define __all_sync(mask, p) (int)::sim::warp_vote(__LINE__, (p), 2)
-#define __activemask() ::sim::warp_vote(__LINE__, 1, 0)
+  ::sim::shfl(SIM_SITE, (v), sim_down_lane((d), sim_width(__VA_ARGS__)), sim_width(__VA_ARGS__))
+#define __shfl_xor_sync(mask, v, m, ...) ::sim::shfl(SIM_SITE, (v), sim_lane() ^ (m), sim_width(__VA_ARGS__))
+#define __ballot_sync(mask, p) ::sim::warp_vote(SIM_SITE, (p), 0)
+#define __any_sync(mask, p) (int)::sim::warp_vote(SIM_SITE, (p), 1)
+#define __all_sync(mask, p) (int)::sim::warp_vote(SIM_SITE, (p), 2)
+#define __activemask() ::sim::warp_vote(SIM_SITE, 1, 0)
 
 inline int sim_width() { return 32; }
 inline int sim_width(int w) { return w; }
