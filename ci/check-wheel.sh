@@ -10,10 +10,17 @@ python3 -m venv "$scratch/venv"
 "$scratch/venv/bin/python" -m build --wheel --outdir "$scratch/dist" . >/dev/null
 "$scratch/venv/bin/python" -m pip install --quiet "$scratch"/dist/convops-*.whl
 cd "$scratch"
+export CONVOPS_SIM_CACHE="$scratch/sim-cache"
 "$scratch/venv/bin/python" - <<'PY'
 import convops, convops.resources as r
 d = r.kernels_dir()
 assert d.parent == __import__("pathlib").Path(convops.__file__).parent, d
 assert (d / "README.md").is_file(), d
-print(f"wheel ok: convops {convops.__version__} imports from {convops.__file__}, kernels at {d}")
+import numpy as np
+from convops.sim import SimModule
+k = SimModule("__global__ void one(float* y) { y[threadIdx.x] = 1.0f; }").get_function("one")
+y = np.zeros(4, np.float32)
+k(1, 4, (y,))
+assert (y == 1).all()
+print(f"wheel ok: convops {convops.__version__} imports from {convops.__file__}, kernels at {d}, simulator runs")
 PY
