@@ -5,6 +5,11 @@ that test and does not vectorize; so every inner loop here runs from 0 over
 views cut to the valid range (LLVM then emits packed FMAs).  Taps along the
 last axis are applied three at a time where all three are in range, so the
 output row is loaded and stored once per three taps.
+
+These helpers are inlined into the kernels that use them.  Numba's on-disk
+cache keys a kernel on its own file only: after editing this file, clear the
+caches (``find convops -name '*.nb[ic]' -delete``) or the kernels keep the
+old inlined code.  (An installed release is unaffected: new files, new keys.)
 """
 
 from __future__ import annotations
