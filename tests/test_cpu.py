@@ -79,6 +79,28 @@ def test_bitwise_deterministic_across_runs_and_threads(impl, p):
     np.testing.assert_array_equal(first, single)
 
 
+def test_same_bits_from_any_python_thread():
+    """Calls from several Python threads at once give the main thread's bits
+    (the BLAS runs single-threaded per call whatever thread calls it)."""
+    from concurrent.futures import ThreadPoolExecutor
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((3, 12, 17, 15)).astype(np.float32)
+    w = rng.standard_normal((12, 12, 3, 3)).astype(np.float32)
+    wd = rng.standard_normal((12, 1, 3, 3)).astype(np.float32)
+    gy = rng.standard_normal((3, 12, 9, 8)).astype(np.float32)
+    calls = [lambda: co.conv(x, w, padding=1, algorithm="im2col"),
+             lambda: co.conv(x, w, padding=1, stride=2, algorithm="im2col"),
+             lambda: co.conv_grad_input(gy, w, x.shape, padding=1, stride=2, algorithm="im2col"),
+             lambda: co.conv_grad_weight(x, gy, w.shape, padding=1, stride=2, algorithm="im2col"),
+             lambda: co.conv(x, wd, padding=1, groups=12, algorithm="depthwise")]
+    expected = [c() for c in calls]
+    with ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(lambda _: [c() for c in calls], range(6)))
+    for got in results:
+        for a, b in zip(got, expected):
+            np.testing.assert_array_equal(a, b)
+
+
 def test_empty_problems_launch_nothing(monkeypatch):
     """Dispatch answers empty problems itself: a kernel that would raise is never called."""
     registry.implementations()

@@ -81,13 +81,44 @@ SGEMM = _function_pointer(_cython_blas, "sgemm")
 DGEMM = _function_pointer(_cython_blas, "dgemm")
 
 
+def _scipy_openblas_path():
+    from threadpoolctl import ThreadpoolController
+    scipy_dir = os.path.dirname(os.path.dirname(os.path.realpath(_cython_blas.__file__)))
+    for lib in ThreadpoolController().lib_controllers:
+        if lib.user_api == "blas" and os.path.realpath(lib.filepath).startswith(scipy_dir):
+            return lib.filepath
+    return None
+
+
+def _threads_local():
+    """OpenBLAS's per-calling-thread thread count setter (OpenBLAS >= 0.3.27).
+
+    The global setting does not reach other threads' calls in these builds, so
+    the GEMMs set their own thread to one BLAS thread (and restore it): a GEMM
+    then gives the same bits from any thread.  Without the symbol, a harmless
+    int(int) function stands in and ``single_threaded_blas`` (global) is all
+    there is."""
+    path = _scipy_openblas_path()
+    if path:
+        lib = ctypes.CDLL(path)
+        for name in ("openblas_set_num_threads_local", "scipy_openblas_set_num_threads_local"):
+            if hasattr(lib, name):
+                return ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int)((name, lib)), True
+    return ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int)(("abs", ctypes.CDLL(None))), False
+
+
+THREADS_LOCAL, HAS_THREADS_LOCAL = _threads_local()
+
+
 def gemm_for(dtype):
     return SGEMM if np.dtype(dtype) == np.float32 else DGEMM
 
 
 @njit(cache=True)
-def gemm(fn, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
-    """Row-major C[m, n] = alpha * op(A)[m, k] @ op(B)[k, n] + beta * C.
+def gemm(fn, threads_local, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
+    """Row-major C[m, n] = alpha * op(A)[m, k] @ op(B)[k, n] + beta * C, on one
+    thread of the BLAS whatever the caller's setting (``threads_local``:
+    OpenBLAS's per-thread thread count, set to 1 for the call and restored).
 
     ``a``, ``b``, ``c`` are (views of) arrays whose first element is the
     matrix's; ``lda``/``ldb``/``ldc`` their row strides in elements.  A
@@ -107,14 +138,17 @@ def gemm(fn, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
     chars = np.empty(2, np.uint8)
     chars[0] = 84 if trans_b else 78  # 'T' / 'N'
     chars[1] = 84 if trans_a else 78
+    previous = threads_local(1)
     fn(chars[0:].ctypes.data, chars[1:].ctypes.data, ints[0:].ctypes.data, ints[1:].ctypes.data,
        ints[2:].ctypes.data, scalars[0:].ctypes.data, b.ctypes.data, ints[3:].ctypes.data, a.ctypes.data,
        ints[4:].ctypes.data, scalars[1:].ctypes.data, c.ctypes.data, ints[5:].ctypes.data)
+    threads_local(previous)
 
 
 class _SingleThreaded:
-    """Hold SciPy's BLAS at one thread while any convops call runs GEMMs from
-    Numba workers (reentrant across Python threads)."""
+    """Fallback for OpenBLAS without a per-thread setting: hold SciPy's BLAS at
+    one thread (globally) while any convops call runs GEMMs from Numba workers
+    (reentrant across Python threads)."""
 
     def __init__(self):
         self._lock = threading.Lock()
@@ -133,6 +167,8 @@ class _SingleThreaded:
         return self._lib
 
     def __enter__(self):
+        if HAS_THREADS_LOCAL:  # each GEMM sets its own thread to one BLAS thread
+            return self
         with self._lock:
             if self._depth == 0:
                 libs = self._controller()
@@ -143,6 +179,8 @@ class _SingleThreaded:
         return self
 
     def __exit__(self, *exc):
+        if HAS_THREADS_LOCAL:
+            return
         with self._lock:
             self._depth -= 1
             if self._depth == 0:

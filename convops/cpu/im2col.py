@@ -27,7 +27,7 @@ import numba
 from numba import get_thread_id, njit, prange
 
 from .. import config
-from .blas import gemm, gemm_for, single_threaded_blas
+from .blas import THREADS_LOCAL, gemm, gemm_for, single_threaded_blas
 from .common import Kernels, register_algorithm
 from .rows import FASTMATH, source_index, valid_range
 
@@ -111,7 +111,7 @@ def _col2im(col, c0, kernel, stride, dilation, pad, out_size, u0, u1, dx):
 
 
 @njit(parallel=True, cache=True)
-def _fwd(fn, x, w2, bias, y, kernel, stride, dilation, pad, groups, upc, pointwise, ws):
+def _fwd(fn, tl, x, w2, bias, y, kernel, stride, dilation, pad, groups, upc, pointwise, ws):
     """Iteration = (n, chunk, group): y[n, group's K/g, chunk] = W_g @ col."""
     N, C = x.shape[0], x.shape[1]
     K = y.shape[1]
@@ -137,16 +137,16 @@ def _fwd(fn, x, w2, bias, y, kernel, stride, dilation, pad, groups, upc, pointwi
                 out[k, :] = bias[g * Kg + k]
             beta = 1.0
         if pointwise:
-            gemm(fn, False, False, Kg, width, rows, 1.0, w2[g * Kg:], rows, x2[n, g * Cg:, u0 * P2:], ptot,
+            gemm(fn, tl, False, False, Kg, width, rows, 1.0, w2[g * Kg:], rows, x2[n, g * Cg:, u0 * P2:], ptot,
                  beta, out, ptot)
         else:
             col = ws[get_thread_id(), :rows * width].reshape(rows, width)
             _im2col(x[n], g * Cg, kernel, stride, dilation, pad, (P0, P1, P2), u0, u1, col)
-            gemm(fn, False, False, Kg, width, rows, 1.0, w2[g * Kg:], rows, col, width, beta, out, ptot)
+            gemm(fn, tl, False, False, Kg, width, rows, 1.0, w2[g * Kg:], rows, col, width, beta, out, ptot)
 
 
 @njit(parallel=True, cache=True)
-def _dgrad(fn, dy, w2, dx, kernel, stride, dilation, pad, groups, upc, cblock, pointwise, ws):
+def _dgrad(fn, tl, dy, w2, dx, kernel, stride, dilation, pad, groups, upc, cblock, pointwise, ws):
     """Iteration = (n, group, block of cblock input channels): for every chunk,
     col = W_g[:, block]^T @ dY_chunk, then col2im into the block's dx planes
     (zero-initialized by the caller)."""
@@ -176,16 +176,16 @@ def _dgrad(fn, dy, w2, dx, kernel, stride, dilation, pad, groups, upc, cblock, p
             src = dy2[n, g * Kg:(g + 1) * Kg, u0 * P2:u1 * P2]
             wblock = w2[g * Kg:, c0 * taps:]
             if pointwise:
-                gemm(fn, True, False, rows, width, Kg, 1.0, wblock, rows_g, src, ptot, 0.0,
+                gemm(fn, tl, True, False, rows, width, Kg, 1.0, wblock, rows_g, src, ptot, 0.0,
                      dx2[n, g * Cg + c0:, u0 * P2:], ptot)
             else:
                 col = ws[get_thread_id(), :rows * width].reshape(rows, width)
-                gemm(fn, True, False, rows, width, Kg, 1.0, wblock, rows_g, src, ptot, 0.0, col, width)
+                gemm(fn, tl, True, False, rows, width, Kg, 1.0, wblock, rows_g, src, ptot, 0.0, col, width)
                 _col2im(col, g * Cg + c0, kernel, stride, dilation, pad, (P0, P1, P2), u0, u1, dx[n])
 
 
 @njit(parallel=True, cache=True)
-def _wgrad(fn, x, dy, partial, kernel, stride, dilation, pad, groups, upc, pointwise, ws):
+def _wgrad(fn, tl, x, dy, partial, kernel, stride, dilation, pad, groups, upc, pointwise, ws):
     """Iteration = slot: partial[slot, g] += dY_chunk @ col^T over the chunks
     whose index is congruent to the slot (fixed, thread-independent)."""
     N, C = x.shape[0], x.shape[1]
@@ -210,12 +210,12 @@ def _wgrad(fn, x, dy, partial, kernel, stride, dilation, pad, groups, upc, point
             width = (u1 - u0) * P2
             src = dy2[n, g * Kg:(g + 1) * Kg, u0 * P2:u1 * P2]
             if pointwise:
-                gemm(fn, False, True, Kg, rows, width, 1.0, src, ptot, x2[n, g * Cg:, u0 * P2:], ptot, 1.0,
+                gemm(fn, tl, False, True, Kg, rows, width, 1.0, src, ptot, x2[n, g * Cg:, u0 * P2:], ptot, 1.0,
                      partial[slot, g], rows)
             else:
                 col = ws[get_thread_id(), :rows * width].reshape(rows, width)
                 _im2col(x[n], g * Cg, kernel, stride, dilation, pad, (P0, P1, P2), u0, u1, col)
-                gemm(fn, False, True, Kg, rows, width, 1.0, src, ptot, col, width, 1.0, partial[slot, g], rows)
+                gemm(fn, tl, False, True, Kg, rows, width, 1.0, src, ptot, col, width, 1.0, partial[slot, g], rows)
 
 
 @njit(parallel=True, cache=True)
@@ -246,7 +246,7 @@ def _box_copy(image, box, pad, into_box):
 
 
 @njit(parallel=True, cache=True)
-def _fwd_flat(fn, xp, w2, bias, y, kernel, dilation, groups, chunk, ws):
+def _fwd_flat(fn, tl, xp, w2, bias, y, kernel, dilation, groups, chunk, ws):
     """Unit stride: over the padded images flattened, output position e =
     p0*Hp*Wp + p1*Wp + p2 reads xp_flat[c, e + offset(tap)], so each column
     row of a chunk of consecutive e is ONE contiguous copy.  Positions whose
@@ -274,7 +274,7 @@ def _fwd_flat(fn, xp, w2, bias, y, kernel, dilation, groups, chunk, ws):
         col = ws[tid, :rows * width].reshape(rows, width)
         out = ws[tid, rows * chunk:rows * chunk + Kg * width].reshape(Kg, width)
         _flat_columns(xf[n], g * Cg, Cg, kernel, dilation, Hp, Wp, e0, width, col)
-        gemm(fn, False, False, Kg, width, rows, 1.0, w2[g * Kg:], rows, col, width, 0.0, out, width)
+        gemm(fn, tl, False, False, Kg, width, rows, 1.0, w2[g * Kg:], rows, col, width, 0.0, out, width)
         # crop: rows u = p0*Hp + p1 of the box; keep p1 < P1 and the first P2 columns
         for u in range(e0 // Wp, (e0 + width - 1) // Wp + 1):
             p1 = u % Hp
@@ -326,7 +326,7 @@ def _extend_rows(dy_n, k0, kn, Hp, Wp, e0, width, out):
 
 
 @njit(parallel=True, cache=True)
-def _wgrad_flat(fn, xp, dy, partial, kernel, dilation, groups, chunk, ws):
+def _wgrad_flat(fn, tl, xp, dy, partial, kernel, dilation, groups, chunk, ws):
     """Unit stride over the flattened padded box (see _fwd_flat): per chunk,
     partial[slot, g] += dY_ext @ col^T with dY_ext zero at padding positions."""
     N, C = xp.shape[0], xp.shape[1]
@@ -351,11 +351,11 @@ def _wgrad_flat(fn, xp, dy, partial, kernel, dilation, groups, chunk, ws):
             dye = ws[tid, rows * chunk:rows * chunk + Kg * width].reshape(Kg, width)
             _flat_columns(xf[n], g * Cg, Cg, kernel, dilation, Hp, Wp, e0, width, col)
             _extend_rows(dy[n], g * Kg, Kg, Hp, Wp, e0, width, dye)
-            gemm(fn, False, True, Kg, rows, width, 1.0, dye, width, col, width, 1.0, partial[slot, g], rows)
+            gemm(fn, tl, False, True, Kg, rows, width, 1.0, dye, width, col, width, 1.0, partial[slot, g], rows)
 
 
 @njit(parallel=True, cache=True)
-def _dgrad_flat(fn, dy, w2, gxp, kernel, dilation, groups, chunk, cblock, ws):
+def _dgrad_flat(fn, tl, dy, w2, gxp, kernel, dilation, groups, chunk, cblock, ws):
     """Unit stride over the flattened padded box: per chunk, col = W_g[:, block]^T
     @ dY_ext, then each column row is added back with one contiguous add.
     Iteration = (n, group, channel block): it owns those gxp planes."""
@@ -388,7 +388,7 @@ def _dgrad_flat(fn, dy, w2, gxp, kernel, dilation, groups, chunk, cblock, ws):
             col = ws[tid, :rows * width].reshape(rows, width)
             dye = ws[tid, cblock * taps * chunk:cblock * taps * chunk + Kg * width].reshape(Kg, width)
             _extend_rows(dy[n], g * Kg, Kg, Hp, Wp, e0, width, dye)
-            gemm(fn, True, False, rows, width, Kg, 1.0, w2[g * Kg:, c0 * taps:], rows_g, dye, width, 0.0, col, width)
+            gemm(fn, tl, True, False, rows, width, Kg, 1.0, w2[g * Kg:, c0 * taps:], rows_g, dye, width, 0.0, col, width)
             row = 0
             for c in range(cn):
                 dst = gf[n, g * Cg + c0 + c]
@@ -452,10 +452,10 @@ def fwd(g, x, w, bias):
             _box_copy(x, xp, g.pad, True)
             chunk = _flat_chunk(g, rows)
             ws = _workspace((rows + kg) * chunk, g.dtype)
-            _fwd_flat(gemm_for(g.dtype), xp, w.reshape(g.k, rows), bias, y, g.kernel, g.dilation, g.groups, chunk, ws)
+            _fwd_flat(gemm_for(g.dtype), THREADS_LOCAL, xp, w.reshape(g.k, rows), bias, y, g.kernel, g.dilation, g.groups, chunk, ws)
             return y
         ws = _workspace(0 if pointwise else rows * upc * g.out_size[2], g.dtype)
-        _fwd(gemm_for(g.dtype), x, w.reshape(g.k, rows), bias, y, g.kernel, g.stride, g.dilation, g.pad,
+        _fwd(gemm_for(g.dtype), THREADS_LOCAL, x, w.reshape(g.k, rows), bias, y, g.kernel, g.stride, g.dilation, g.pad,
              g.groups, upc, pointwise, ws)
     return y
 
@@ -474,13 +474,13 @@ def dgrad(g, dy, w, bias):
             gxp = np.empty((g.n, g.c) + box, g.dtype)
             chunk = _flat_chunk(g, cblock * taps)
             ws = _workspace((cblock * taps + kg) * chunk, g.dtype)
-            _dgrad_flat(gemm_for(g.dtype), dy, w2, gxp, g.kernel, g.dilation, g.groups, chunk, cblock, ws)
+            _dgrad_flat(gemm_for(g.dtype), THREADS_LOCAL, dy, w2, gxp, g.kernel, g.dilation, g.groups, chunk, cblock, ws)
             dx = np.empty(g.x_shape, g.dtype)
             _box_copy(dx, gxp, g.pad, False)
         else:
             dx = np.zeros(g.x_shape, g.dtype)
             ws = _workspace(0 if pointwise else cblock * taps * upc * g.out_size[2], g.dtype)
-            _dgrad(gemm_for(g.dtype), dy, w2, dx, g.kernel, g.stride, g.dilation, g.pad, g.groups, upc, cblock,
+            _dgrad(gemm_for(g.dtype), THREADS_LOCAL, dy, w2, dx, g.kernel, g.stride, g.dilation, g.pad, g.groups, upc, cblock,
                    pointwise, ws)
     if bias.size:
         dx += bias.reshape((-1,) + (1,) * 3)
@@ -507,10 +507,10 @@ def wgrad(g, x, dy):
             xp = np.empty((g.n, g.c) + _flat_extent(g), g.dtype)
             _box_copy(x, xp, g.pad, True)
             ws = _workspace((rows + kg) * chunk, g.dtype)
-            _wgrad_flat(gemm_for(g.dtype), xp, dy, partial, g.kernel, g.dilation, g.groups, chunk, ws)
+            _wgrad_flat(gemm_for(g.dtype), THREADS_LOCAL, xp, dy, partial, g.kernel, g.dilation, g.groups, chunk, ws)
         else:
             ws = _workspace(0 if pointwise else rows * upc * g.out_size[2], g.dtype)
-            _wgrad(gemm_for(g.dtype), x, dy, partial, g.kernel, g.stride, g.dilation, g.pad, g.groups, upc,
+            _wgrad(gemm_for(g.dtype), THREADS_LOCAL, x, dy, partial, g.kernel, g.stride, g.dilation, g.pad, g.groups, upc,
                    pointwise, ws)
     return np.add.reduce(partial, axis=0).reshape(g.w_shape)
 
