@@ -14,8 +14,7 @@ which registers its implementations.
 from __future__ import annotations
 
 import importlib
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 from .problem import DTYPES, ConvProblem

@@ -25,7 +25,6 @@ def scipy_conv(x, w, stride, pads, dilation, groups, mode):
     """Forward convolution through scipy.signal.correlate, in float64.
 
     x (N, C, *in), w (K, C/g, *kernel), pads one (lo, hi) per dim."""
-    nd = x.ndim - 2
     xp = np.pad(x.astype(np.float64), [(0, 0), (0, 0), *pads], mode=NUMPY_MODE[mode])
     k_out, cg = w.shape[:2]
     kg = k_out // groups

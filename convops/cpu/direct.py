@@ -67,7 +67,7 @@ def _dgrad(dy, w, bias, dx, stride, dilation, pad, groups):
     multiplied)."""
     N, C, D, H, W = dx.shape
     K, Cg, T, R, S = w.shape
-    P0, P1, P2 = dy.shape[2], dy.shape[3], dy.shape[4]
+    P0, P1 = dy.shape[2], dy.shape[3]
     Kg = K // groups
     for job in prange(N * C * D * H):
         iy = job % H
@@ -101,7 +101,7 @@ def _wgrad(x, dy, dw, stride, dilation, pad, groups):
     output-gradient rows with the input rows its tap read."""
     N, C, D, H, W = x.shape
     K, Cg, T, R, S = dw.shape
-    P0, P1, P2 = dy.shape[2], dy.shape[3], dy.shape[4]
+    P0, P1 = dy.shape[2], dy.shape[3]
     Kg = K // groups
     for job in prange(K * Cg):
         k = job // Cg
