@@ -62,6 +62,7 @@ TINY = [
     transposed(1, 2, 3, 4, 3, stride=2, padding=1, output_padding=1),
     transposed(2, 4, 2, (3, 5), (4, 2), stride=(2, 3), padding=(1, 0), groups=2),
     transposed(1, 2, 2, 5, 3, stride=1, padding=1, output_padding=1, dilation=2),
+    transposed(2, 3, 3, (5, 6), 3, stride=1, padding=0, output_padding=1, dilation=2, groups=3),
 ]
 
 # A broader set: larger channel counts, every dim count and pass geometry.
@@ -82,6 +83,11 @@ RIGOROUS = [
     transposed(2, 16, 8, (8, 8), 4, stride=2, padding=1),
     transposed(2, 8, 8, (7, 7), 3, stride=2, padding=1, output_padding=1, groups=8),
     transposed(1, 8, 4, (4, 5, 4), 3, stride=2, padding=1),
+    # output_padding >= stride (allowed below the dilation): truncated forward outputs
+    transposed(2, 4, 4, (4, 5, 6), 3, stride=1, padding=(0, 1, 0), output_padding=(1, 0, 2), dilation=(2, 1, 3),
+               groups=4),
+    transposed(2, 6, 4, (7, 6), (3, 2), stride=(1, 2), padding=((1, 0), (0, 1)), output_padding=(2, 1),
+               dilation=(3, 2), groups=2),
 ]
 
 # Layers from real networks at batch 1 and reduced size (the benchmarks use

@@ -135,6 +135,51 @@ def _fwd(x, w, bias, y, stride, dilation, pad, hi):
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
+def _fwd_3x3(x, w, bias, y, stride, dilation, pad, hi):
+    """_fwd for the common case, R = S = 3 at unit column stride: all nine taps
+    of a kernel plane in one pass over the output row, from three row views
+    (a kernel of its own: inside the generic one LLVM did not vectorize it)."""
+    N, C, D, H, W = x.shape
+    K, _, T, R, S = w.shape
+    P0, P1, P2 = y.shape[2], y.shape[3], y.shape[4]
+    m = K // C
+    e1 = uint64(dilation[2])
+    e2 = e1 + e1
+    for job in prange(N * C):
+        n = job // C
+        c = job % C
+        buf = np.empty(_phase_shape(D, H, W, pad, hi, 1), dtype=x.dtype)
+        _load(x[n, c], pad, buf)
+        plane = buf[0]
+        for j in range(m):
+            k = c * m + j
+            b = bias[k] if bias.size else y.dtype.type(0)
+            for p0 in range(P0):
+                for t in range(T):
+                    iz = p0 * stride[0] + t * dilation[0]
+                    wt = w[k, 0, t]
+                    w00, w01, w02 = wt[0, 0], wt[0, 1], wt[0, 2]
+                    w10, w11, w12 = wt[1, 0], wt[1, 1], wt[1, 2]
+                    w20, w21, w22 = wt[2, 0], wt[2, 1], wt[2, 2]
+                    for p1 in range(P1):
+                        out = y[n, k, p0, p1]
+                        iy = p1 * stride[1]
+                        ra = plane[iz, iy]
+                        rb = plane[iz, iy + dilation[1]]
+                        rc = plane[iz, iy + 2 * dilation[1]]
+                        if t == 0:
+                            for q in range(uint64(P2)):
+                                out[q] = (b + w00 * ra[q] + w01 * ra[q + e1] + w02 * ra[q + e2]
+                                          + w10 * rb[q] + w11 * rb[q + e1] + w12 * rb[q + e2]
+                                          + w20 * rc[q] + w21 * rc[q + e1] + w22 * rc[q + e2])
+                        else:
+                            for q in range(uint64(P2)):
+                                out[q] += (w00 * ra[q] + w01 * ra[q + e1] + w02 * ra[q + e2]
+                                           + w10 * rb[q] + w11 * rb[q + e1] + w12 * rb[q + e2]
+                                           + w20 * rc[q] + w21 * rc[q + e1] + w22 * rc[q + e2])
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
 def _dgrad(dy, w, bias, dx, stride, dilation, pad, hi):
     """Scatter of each output-gradient row into the padded phase plane.  At
     unit column stride the row is first copied into a zero-padded scratch row
@@ -216,6 +261,111 @@ def _wgrad(x, dy, dw, stride, dilation, pad, hi):
             dw[c * m + j, 0] = acc[j]
 
 
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def _dgrad_3x3(dy, w, bias, dx, dilation, pad):
+    """_dgrad for R = S = 3 and unit stride, in gather form: with the output
+    gradient plane copied into a box padded by the kernel span on every side,
+    dx[z, y, x] = sum_taps w[tap] * dyp[z + pad0 + span0 - t*d0, y + ..., x + ...],
+    nine taps fused per pass over each dx row, written once (+ bias)."""
+    N, C, D, H, W = dx.shape
+    K, _, T, R, S = w.shape
+    P0, P1, P2 = dy.shape[2], dy.shape[3], dy.shape[4]
+    m = K // C
+    sp0, sp1, sp2 = dilation[0] * (T - 1), dilation[1] * 2, dilation[2] * 2
+    e1 = uint64(dilation[2])
+    e2 = e1 + e1
+    for job in prange(N * C):
+        n = job // C
+        c = job % C
+        # big enough for every read: a truncated output (P below the natural
+        # size) leaves reads past P, which must find zeros
+        dyp = np.zeros((max(P0 + 2 * sp0, D + pad[0] + sp0), max(P1 + 2 * sp1, H + pad[1] + sp1),
+                        max(P2 + 2 * sp2, W + pad[2] + sp2)), dtype=dx.dtype)
+        plane = dx[n, c]
+        for j in range(m):
+            k = c * m + j
+            dyp[sp0:sp0 + P0, sp1:sp1 + P1, sp2:sp2 + P2] = dy[n, k]
+            for z in range(D):
+                for t in range(T):
+                    zz = z + pad[0] + sp0 - t * dilation[0]
+                    wt = w[k, 0, t]
+                    # flipped taps: column offset of tap s is sp2 - s*d2 (+ pad2)
+                    w00, w01, w02 = wt[0, 2], wt[0, 1], wt[0, 0]
+                    w10, w11, w12 = wt[1, 2], wt[1, 1], wt[1, 0]
+                    w20, w21, w22 = wt[2, 2], wt[2, 1], wt[2, 0]
+                    first = j == 0 and t == 0
+                    b = (bias[c] if bias.size else dx.dtype.type(0)) if first else dx.dtype.type(0)
+                    for yy in range(H):
+                        base = yy + pad[1] + sp1
+                        ra = dyp[zz, base][pad[2]:]
+                        rb = dyp[zz, base - dilation[1]][pad[2]:]
+                        rc = dyp[zz, base - 2 * dilation[1]][pad[2]:]
+                        out = plane[z, yy]
+                        # row r of the kernel reads dyp row base - r*d1: ra is r = 0, rb r = 1, rc r = 2
+                        if first:
+                            for q in range(uint64(W)):
+                                out[q] = (b + w00 * ra[q] + w01 * ra[q + e1] + w02 * ra[q + e2]
+                                          + w10 * rb[q] + w11 * rb[q + e1] + w12 * rb[q + e2]
+                                          + w20 * rc[q] + w21 * rc[q + e1] + w22 * rc[q + e2])
+                        else:
+                            for q in range(uint64(W)):
+                                out[q] += (w00 * ra[q] + w01 * ra[q + e1] + w02 * ra[q + e2]
+                                           + w10 * rb[q] + w11 * rb[q + e1] + w12 * rb[q + e2]
+                                           + w20 * rc[q] + w21 * rc[q + e1] + w22 * rc[q + e2])
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def _wgrad_3x3(x, dy, dw, stride, dilation, pad, hi):
+    """_wgrad for R = S = 3 at unit column stride: per output row, the nine
+    dot products of one kernel plane in one pass (nine running sums)."""
+    N, C, D, H, W = x.shape
+    K, _, T, R, S = dw.shape
+    P0, P1, P2 = dy.shape[2], dy.shape[3], dy.shape[4]
+    m = K // C
+    e1 = uint64(dilation[2])
+    e2 = e1 + e1
+    for c in prange(C):
+        acc = np.zeros((m, T, 3, 3), dtype=dw.dtype)
+        buf = np.empty(_phase_shape(D, H, W, pad, hi, 1), dtype=x.dtype)
+        for n in range(N):
+            _load(x[n, c], pad, buf)
+            plane = buf[0]
+            for j in range(m):
+                for p0 in range(P0):
+                    for t in range(T):
+                        iz = p0 * stride[0] + t * dilation[0]
+                        s00 = s01 = s02 = s10 = s11 = s12 = s20 = s21 = s22 = dw.dtype.type(0)
+                        for p1 in range(P1):
+                            g = dy[n, c * m + j, p0, p1]
+                            iy = p1 * stride[1]
+                            ra = plane[iz, iy]
+                            rb = plane[iz, iy + dilation[1]]
+                            rc = plane[iz, iy + 2 * dilation[1]]
+                            for q in range(uint64(P2)):
+                                gq = g[q]
+                                s00 += gq * ra[q]
+                                s01 += gq * ra[q + e1]
+                                s02 += gq * ra[q + e2]
+                                s10 += gq * rb[q]
+                                s11 += gq * rb[q + e1]
+                                s12 += gq * rb[q + e2]
+                                s20 += gq * rc[q]
+                                s21 += gq * rc[q + e1]
+                                s22 += gq * rc[q + e2]
+                        a = acc[j, t]
+                        a[0, 0] += s00
+                        a[0, 1] += s01
+                        a[0, 2] += s02
+                        a[1, 0] += s10
+                        a[1, 1] += s11
+                        a[1, 2] += s12
+                        a[2, 0] += s20
+                        a[2, 1] += s21
+                        a[2, 2] += s22
+        for j in range(m):
+            dw[c * m + j, 0] = acc[j]
+
+
 def _high_pad(g):
     """Padding on the high side that the output size reaches (at least 0)."""
     return tuple(max(0, (o - 1) * s + d * (k - 1) + 1 - i - p) if o else 0
@@ -224,19 +374,28 @@ def _high_pad(g):
 
 def fwd(g, x, w, bias):
     y = np.empty(g.y_shape, g.dtype)
-    _fwd(x, w, bias, y, g.stride, g.dilation, g.pad, _high_pad(g))
+    kernel = _fwd_3x3 if _is_3x3(g, g.stride[2:]) else _fwd
+    kernel(x, w, bias, y, g.stride, g.dilation, g.pad, _high_pad(g))
     return y
+
+
+def _is_3x3(g, strides) -> bool:
+    return g.kernel[1:] == (3, 3) and all(s == 1 for s in strides)
 
 
 def dgrad(g, dy, w, bias):
     dx = np.empty(g.x_shape, g.dtype)
-    _dgrad(dy, w, bias, dx, g.stride, g.dilation, g.pad, _high_pad(g))
+    if _is_3x3(g, g.stride):
+        _dgrad_3x3(dy, w, bias, dx, g.dilation, g.pad)
+    else:
+        _dgrad(dy, w, bias, dx, g.stride, g.dilation, g.pad, _high_pad(g))
     return dx
 
 
 def wgrad(g, x, dy):
     dw = np.empty(g.w_shape, g.dtype)
-    _wgrad(x, dy, dw, g.stride, g.dilation, g.pad, _high_pad(g))
+    kernel = _wgrad_3x3 if _is_3x3(g, g.stride[2:]) else _wgrad
+    kernel(x, dy, dw, g.stride, g.dilation, g.pad, _high_pad(g))
     return dw
 
 
