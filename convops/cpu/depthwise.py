@@ -314,58 +314,6 @@ def _dgrad_3x3(dy, w, bias, dx, dilation, pad):
                                            + w20 * rc[q] + w21 * rc[q + e1] + w22 * rc[q + e2])
 
 
-@njit(parallel=True, cache=True, fastmath=FASTMATH)
-def _wgrad_3x3(x, dy, dw, stride, dilation, pad, hi):
-    """_wgrad for R = S = 3 at unit column stride: per output row, the nine
-    dot products of one kernel plane in one pass (nine running sums)."""
-    N, C, D, H, W = x.shape
-    K, _, T, R, S = dw.shape
-    P0, P1, P2 = dy.shape[2], dy.shape[3], dy.shape[4]
-    m = K // C
-    e1 = uint64(dilation[2])
-    e2 = e1 + e1
-    for c in prange(C):
-        acc = np.zeros((m, T, 3, 3), dtype=dw.dtype)
-        buf = np.empty(_phase_shape(D, H, W, pad, hi, 1), dtype=x.dtype)
-        for n in range(N):
-            _load(x[n, c], pad, buf)
-            plane = buf[0]
-            for j in range(m):
-                for p0 in range(P0):
-                    for t in range(T):
-                        iz = p0 * stride[0] + t * dilation[0]
-                        s00 = s01 = s02 = s10 = s11 = s12 = s20 = s21 = s22 = dw.dtype.type(0)
-                        for p1 in range(P1):
-                            g = dy[n, c * m + j, p0, p1]
-                            iy = p1 * stride[1]
-                            ra = plane[iz, iy]
-                            rb = plane[iz, iy + dilation[1]]
-                            rc = plane[iz, iy + 2 * dilation[1]]
-                            for q in range(uint64(P2)):
-                                gq = g[q]
-                                s00 += gq * ra[q]
-                                s01 += gq * ra[q + e1]
-                                s02 += gq * ra[q + e2]
-                                s10 += gq * rb[q]
-                                s11 += gq * rb[q + e1]
-                                s12 += gq * rb[q + e2]
-                                s20 += gq * rc[q]
-                                s21 += gq * rc[q + e1]
-                                s22 += gq * rc[q + e2]
-                        a = acc[j, t]
-                        a[0, 0] += s00
-                        a[0, 1] += s01
-                        a[0, 2] += s02
-                        a[1, 0] += s10
-                        a[1, 1] += s11
-                        a[1, 2] += s12
-                        a[2, 0] += s20
-                        a[2, 1] += s21
-                        a[2, 2] += s22
-        for j in range(m):
-            dw[c * m + j, 0] = acc[j]
-
-
 def _high_pad(g):
     """Padding on the high side that the output size reaches (at least 0)."""
     return tuple(max(0, (o - 1) * s + d * (k - 1) + 1 - i - p) if o else 0
@@ -394,8 +342,9 @@ def dgrad(g, dy, w, bias):
 
 def wgrad(g, x, dy):
     dw = np.empty(g.w_shape, g.dtype)
-    kernel = _wgrad_3x3 if _is_3x3(g, g.stride[2:]) else _wgrad
-    kernel(x, dy, dw, g.stride, g.dilation, g.pad, _high_pad(g))
+    # (dedicated 3x3 variants -- nine running sums, or column-wise partial
+    # sums -- were measured slower than this generic kernel)
+    _wgrad(x, dy, dw, g.stride, g.dilation, g.pad, _high_pad(g))
     return dw
 
 
