@@ -1,15 +1,10 @@
 """The SIMT simulator against NumPy, and the bugs it must catch."""
 
-import shutil
-
 import numpy as np
 import pytest
 
 from convops import sim
 from convops.sim import SimModule
-
-pytestmark = pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
-                                reason="needs a C++ compiler")
 
 KERNELS = r'''
 __global__ void axpy(float a, const float* __restrict__ x, float* y, int n) {

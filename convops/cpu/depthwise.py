@@ -43,6 +43,16 @@ def _tap_columns(S, dilation, stride):
 
 
 @njit(inline="always")
+def _phase_span(pad2, f, st, W):
+    """Columns of phase f holding image columns: the phase's padded column
+    i*st + f is image column i*st + f - pad2; returns (first i, its image
+    column, how many)."""
+    first = (pad2 - f + st - 1) // st if pad2 > f else 0
+    start = first * st + f - pad2
+    return first, start, (W - start + st - 1) // st if start < W else 0
+
+
+@njit(inline="always")
 def _load(plane, pad, buf):
     """buf[f, z, y, i] = padded plane[z, y, i*stride + f] (zero outside the plane)."""
     st = buf.shape[0]
@@ -58,12 +68,9 @@ def _load(plane, pad, buf):
         for yy in range(H):
             src = plane[z, yy]
             for f in range(st):
-                # padded column i*st + f holds source column i*st + f - pad2
-                first = (pad[2] - f + st - 1) // st if pad[2] > f else 0
-                start = first * st + f - pad[2]
-                if start >= W:
+                first, start, count = _phase_span(pad[2], f, st, W)
+                if count <= 0:
                     continue
-                count = (W - start + st - 1) // st
                 dst = buf[f, z + pad[0], yy + pad[1], first:first + count]
                 if st == 1:
                     dst[:] = src[start:start + count]
@@ -81,11 +88,9 @@ def _store(buf, pad, plane, bias):
         for yy in range(H):
             dst = plane[z, yy]
             for f in range(st):
-                first = (pad[2] - f + st - 1) // st if pad[2] > f else 0
-                start = first * st + f - pad[2]
-                if start >= W:
+                first, start, count = _phase_span(pad[2], f, st, W)
+                if count <= 0:
                     continue
-                count = (W - start + st - 1) // st
                 src = buf[f, z + pad[0], yy + pad[1], first:first + count]
                 if st == 1:
                     dst[start:start + count] = src + bias

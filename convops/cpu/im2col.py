@@ -110,6 +110,17 @@ def _col2im(col, c0, kernel, stride, dilation, pad, out_size, u0, u1, dx):
                                 drow[q * stride[2] + off] += seg[q]
 
 
+@njit(inline="always")
+def _chunk_job(job, groups, nch, step, total):
+    """Iteration ``job`` = (image n, chunk, group) -> (group, n, first, count):
+    the chunk covers items [first, first + count) of ``total``, ``step`` per chunk."""
+    g = job % groups
+    ch = (job // groups) % nch
+    n = job // (groups * nch)
+    first = ch * step
+    return g, n, first, min(total, first + step) - first
+
+
 @njit(parallel=True, cache=True)
 def _fwd(fn, tl, x, w2, bias, y, kernel, stride, dilation, pad, groups, upc, pointwise, ws):
     """Iteration = (n, chunk, group): y[n, group's K/g, chunk] = W_g @ col."""
@@ -124,12 +135,9 @@ def _fwd(fn, tl, x, w2, bias, y, kernel, stride, dilation, pad, groups, upc, poi
     y2 = y.reshape(N, K, ptot)
     x2 = x.reshape(N, C, x.shape[2] * x.shape[3] * x.shape[4])
     for job in prange(N * nch * groups):
-        g = job % groups
-        ch = (job // groups) % nch
-        n = job // (groups * nch)
-        u0 = ch * upc
-        u1 = min(units, u0 + upc)
-        width = (u1 - u0) * P2
+        g, n, u0, count = _chunk_job(job, groups, nch, upc, units)
+        u1 = u0 + count
+        width = count * P2
         out = y2[n, g * Kg:(g + 1) * Kg, u0 * P2:u1 * P2]
         beta = 0.0
         if bias.size:
@@ -202,12 +210,9 @@ def _wgrad(fn, tl, x, dy, partial, kernel, stride, dilation, pad, groups, upc, p
     total = N * nch * groups
     for slot in prange(slots):
         for job in range(slot, total, slots):
-            g = job % groups
-            ch = (job // groups) % nch
-            n = job // (groups * nch)
-            u0 = ch * upc
-            u1 = min(units, u0 + upc)
-            width = (u1 - u0) * P2
+            g, n, u0, count = _chunk_job(job, groups, nch, upc, units)
+            u1 = u0 + count
+            width = count * P2
             src = dy2[n, g * Kg:(g + 1) * Kg, u0 * P2:u1 * P2]
             if pointwise:
                 gemm(fn, tl, False, True, Kg, rows, width, 1.0, src, ptot, x2[n, g * Cg:, u0 * P2:], ptot, 1.0,
@@ -265,11 +270,7 @@ def _fwd_flat(fn, tl, xp, w2, bias, y, kernel, dilation, groups, chunk, ws):
     nch = (E + chunk - 1) // chunk
     xf = xp.reshape(N, C, Dp * plane)
     for job in prange(N * nch * groups):
-        g = job % groups
-        ch = (job // groups) % nch
-        n = job // (groups * nch)
-        e0 = ch * chunk
-        width = min(E, e0 + chunk) - e0
+        g, n, e0, width = _chunk_job(job, groups, nch, chunk, E)
         tid = get_thread_id()
         col = ws[tid, :rows * width].reshape(rows, width)
         out = ws[tid, rows * chunk:rows * chunk + Kg * width].reshape(Kg, width)
@@ -341,11 +342,7 @@ def _wgrad_flat(fn, tl, xp, dy, partial, kernel, dilation, groups, chunk, ws):
     slots = partial.shape[0]
     for slot in prange(slots):
         for job in range(slot, N * nch * groups, slots):
-            g = job % groups
-            ch = (job // groups) % nch
-            n = job // (groups * nch)
-            e0 = ch * chunk
-            width = min(E, e0 + chunk) - e0
+            g, n, e0, width = _chunk_job(job, groups, nch, chunk, E)
             tid = get_thread_id()
             col = ws[tid, :rows * width].reshape(rows, width)
             dye = ws[tid, rows * chunk:rows * chunk + Kg * width].reshape(Kg, width)
