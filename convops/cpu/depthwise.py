@@ -92,10 +92,9 @@ def _store(buf, pad, plane, bias):
                 if count <= 0:
                     continue
                 src = buf[f, z + pad[0], yy + pad[1], first:first + count]
-                if st == 1:
-                    dst[start:start + count] = src + bias
-                else:
-                    dst[start::st][:count] = src + bias
+                out = dst[start::st]  # no temporary for src + bias: a loop
+                for i in range(count):
+                    out[i] = src[i] + bias
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
