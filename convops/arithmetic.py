@@ -23,6 +23,10 @@ __all__ = [
     "conv_output_size",
     "conv_transpose_output_size",
     "conv_transpose_output_range",
+    "conv_input_extent",
+    "Phase",
+    "stride_phases",
+    "phase_input_size",
     "resolve_padding",
     "TransposeEquivalent",
     "transpose_equivalent",
@@ -73,15 +77,27 @@ def conv_output_size(i: int, k: int, stride: int = 1, padding=0, dilation: int =
     return (padded - extent) // stride + 1
 
 
+def _check_transposed(i, k, stride, dilation, lo, hi, output_padding=0):
+    if (stride < 1 or dilation < 1 or k < 1 or i < 0 or lo < 0 or hi < 0 or output_padding < 0
+            or output_padding >= max(stride, dilation)):
+        raise ValueError(
+            f"need i >= 0, k >= 1, stride >= 1, dilation >= 1, padding >= 0 and 0 <= output_padding < "
+            f"max(stride, dilation); got i={i}, k={k}, stride={stride}, dilation={dilation}, "
+            f"padding={(lo, hi)}, output_padding={output_padding}"
+        )
+
+
 def conv_transpose_output_size(
     i: int, k: int, stride: int = 1, padding=0, dilation: int = 1, output_padding: int = 0
 ) -> int:
     """Output size of a transposed convolution along one dimension.
 
-    ``o' = s*(i' - 1) + a + d*(k-1) + 1 - p_lo - p_hi``; an empty input gives an
-    empty output.  A non-positive result is a ValueError.
+    ``o' = s*(i' - 1) + a + d*(k-1) + 1 - p_lo - p_hi`` with output padding
+    ``0 <= a < max(s, d)``; an empty input gives an empty output.  A
+    non-positive result, or a parameter out of range, is a ValueError.
     """
     lo, hi = _pair(padding)
+    _check_transposed(i, k, stride, dilation, lo, hi, output_padding)
     if i == 0:
         return 0
     o = stride * (i - 1) + output_padding + effective_kernel_size(k, dilation) - lo - hi
@@ -104,6 +120,7 @@ def conv_transpose_output_range(i: int, k: int, stride: int = 1, padding=0, dila
     discarded.  An empty input gives ``(0, 0)``; no valid size is a ValueError.
     """
     lo, hi = _pair(padding)
+    _check_transposed(i, k, stride, dilation, lo, hi)
     if i == 0:
         return 0, 0
     low = stride * (i - 1) + effective_kernel_size(k, dilation) - lo - hi
@@ -114,6 +131,43 @@ def conv_transpose_output_range(i: int, k: int, stride: int = 1, padding=0, dila
             f"{k}, stride {stride}, padding {(lo, hi)}, dilation {dilation}"
         )
     return max(low, 1), high
+
+
+def conv_input_extent(o: int, k: int, stride: int = 1, dilation: int = 1) -> int:
+    """Length of the padded input that ``o`` outputs read: ``(o - 1)*s + d*(k-1) + 1``
+    (0 when there are no outputs)."""
+    return (o - 1) * stride + effective_kernel_size(k, dilation) if o > 0 else 0
+
+
+class Phase(NamedTuple):
+    """One stride phase of one dimension: output ``o`` reads padded input
+    ``o*s + r*d``; with ``r*d = s*m_r + f`` that is ``x_f[o + m_r]`` in the phase
+    sub-image ``x_f = xpad[f::s]``.  ``taps`` are the kernel taps with
+    ``r*d % s == start``, ``shift`` is ``m`` of the first of them, and
+    ``dilation`` the spacing of consecutive taps inside the phase."""
+
+    start: int
+    taps: tuple
+    shift: int
+    dilation: int
+
+
+def stride_phases(k: int, stride: int, dilation: int = 1) -> list:
+    """The non-empty stride phases of a kernel of size ``k``: each tap is in
+    exactly one, each phase is a stride-1 convolution.  At most ``min(k, s)``
+    phases (a phase exists only where a tap lands), so the work never scales
+    with the stride."""
+    by_phase: dict = {}
+    for r in range(k):
+        by_phase.setdefault((r * dilation) % stride, []).append(r)
+    step = dilation // math.gcd(stride, dilation)
+    return [Phase(f, tuple(taps), (taps[0] * dilation) // stride, step) for f, taps in sorted(by_phase.items())]
+
+
+def phase_input_size(extent: int, phase: Phase, stride: int) -> int:
+    """Elements of phase sub-image ``xpad[start + shift*s :: s]`` within ``extent``."""
+    first = phase.start + phase.shift * stride
+    return max(0, -(-(extent - first) // stride))
 
 
 def resolve_padding(mode: str, i: int, k: int, stride: int = 1, dilation: int = 1) -> tuple[int, int]:

@@ -1,15 +1,71 @@
-"""Settings, in one place.
+"""Settings, in one place: every knob of every backend, and the selection order.
+
+Environment variables are read once, at import; a bad value is a ValueError
+that names the variable.  Sizes accept unit suffixes (``64MiB``, ``1GiB``,
+``512k``, ``1e6``); durations are seconds.
 
 ``validation``: when true every call also runs the NumPy reference and raises
-``convops.ValidationError`` if the result is outside tolerance.  Defaults to
-the environment variable ``CONVOPS_VALIDATE`` (``1``/``true``/``yes``).
+``convops.ValidationError`` if the result is outside tolerance (or if the
+kernel changed an operand).  Defaults to ``CONVOPS_VALIDATE`` (``1``/``true``/``yes``).
 """
 
 from __future__ import annotations
 
 import os
+import re
 
-validation: bool = os.environ.get("CONVOPS_VALIDATE", "").strip().lower() in ("1", "true", "yes", "on")
+_TRUE = ("1", "true", "yes", "on")
+_UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 10**3, "kib": 2**10, "m": 2**20, "mb": 10**6, "mib": 2**20,
+          "g": 2**30, "gb": 10**9, "gib": 2**30, "t": 2**40, "tb": 10**12, "tib": 2**40}
+
+
+def parse_bytes(text: str, name: str = "value") -> int:
+    """``"64MiB"`` -> 67108864; ``"1e6"`` -> 1000000; ``"512k"`` -> 524288 (k/M/G
+    without ``B`` are binary, ``kB``/``MB``/``GB`` decimal).  ValueError naming
+    ``name`` for anything else, or a negative size."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]*)\s*", str(text))
+    unit = m and m.group(2).lower()
+    if not m or unit not in _UNITS:
+        raise ValueError(f"{name}={text!r} is not a size: use bytes with an optional unit, e.g. 67108864, "
+                         f"64MiB, 512k, 1e6, 1GB")
+    value = float(m.group(1)) * _UNITS[unit]
+    if value != int(value):
+        raise ValueError(f"{name}={text!r} is not a whole number of bytes")
+    return int(value)
+
+
+def _env_bytes(name: str, default: int) -> int:
+    text = os.environ.get(name)
+    return default if text is None or not text.strip() else parse_bytes(text, name)
+
+
+def _env_seconds(name: str, default: float) -> float:
+    text = os.environ.get(name)
+    if text is None or not text.strip():
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{name}={text!r} is not a number of seconds") from None
+    if not value > 0:
+        raise ValueError(f"{name}={text!r} must be a positive number of seconds")
+    return value
+
+
+def _env_int(name: str, default: int) -> int:
+    text = os.environ.get(name)
+    if text is None or not text.strip():
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"{name}={text!r} is not an integer") from None
+    if value < 0:
+        raise ValueError(f"{name}={text!r} must be >= 0")
+    return value
+
+
+validation: bool = os.environ.get("CONVOPS_VALIDATE", "").strip().lower() in _TRUE
 
 
 def set_validation(enabled: bool) -> None:
@@ -24,20 +80,65 @@ def get_validation() -> bool:
     return validation
 
 
+# ---- selection ------------------------------------------------------------------
+# algorithm="auto" tries backends in this order for each array kind ...
+auto_backends = {"numpy": ("numba", "numpy"), "cuda": ("cuda",)}
+# ... and, within a backend, algorithms in this order; the first that can run
+# the problem (and does not decline it heuristically) is chosen.  Every
+# registered algorithm must appear here.
+selection_order = {
+    "numba": ("depthwise", "subpixel", "im2col", "space_to_batch", "direct", "polyphase"),
+    "numpy": ("reference",),
+}
+
 # ---- CPU (Numba) backend ------------------------------------------------------
 # Fast-math flags for the Numba kernels.  Reassociation lets LLVM vectorize the
 # reductions; it is still deterministic (one compiled order per kernel, each
 # output element computed by exactly one parallel iteration).  No nnan/ninf:
-# NaN and infinity propagate as in IEEE arithmetic.
+# NaN and infinity propagate as in IEEE arithmetic (and x*0 is not folded to 0).
 cpu_fastmath = frozenset({"reassoc", "contract", "nsz", "arcp"})
 
 # Output channels per register/L1 tile of the direct kernels.
 cpu_channel_block = 4
 
-# Upper bound on the im2col column workspace (bytes); the columns are built and
-# multiplied in chunks of whole output rows under this cap.
-cpu_workspace_bytes = int(os.environ.get("CONVOPS_CPU_WORKSPACE_BYTES", 64 * 2**20))
+# Upper bound on the scratch memory of one call (bytes, all threads together):
+# im2col's column chunks and GEMM temporaries, wgrad's partial sums.  Chunks
+# shrink (over output positions, output channels and the GEMM's reduction) to
+# stay under it; an implementation that cannot says so in its reasons.
+cpu_workspace_bytes = _env_bytes("CONVOPS_CPU_WORKSPACE_BYTES", 64 * 2**20)
 
-# Preferred column chunk (bytes, at most the cap): small enough that the
-# columns are still in cache when the GEMM reads them.
-cpu_chunk_bytes = 4 * 2**20
+# Preferred column chunk per thread (bytes, at most the cap's share): small
+# enough that the columns are still in cache when the GEMM reads them.
+cpu_chunk_bytes = _env_bytes("CONVOPS_CPU_CHUNK_BYTES", 4 * 2**20)
+
+# Smallest chunk of output positions im2col's flat layout aims for before it
+# splits channels into blocks (GEMMs narrower than this run poorly).
+cpu_min_chunk_positions = 256
+
+# im2col dgrad splits input channels into blocks until there are at least this
+# many parallel iterations (decided by the problem alone: deterministic).
+cpu_dgrad_min_jobs = 8
+
+# im2col wgrad sums per-chunk GEMMs into at most this many fixed partial-sum
+# slots (assigned by chunk index, not by thread), then adds the slots in order.
+cpu_wgrad_max_slots = 16
+
+# OpenBLAS kernels for SciPy's BLAS (see convops.cpu.blas): "auto" picks the
+# SkylakeX kernels on AVX-512 CPUs OpenBLAS mistakes for Haswell, unless the
+# user set OPENBLAS_CORETYPE; "none" leaves OpenBLAS alone; any other value is
+# an OpenBLAS core name.
+openblas_coretype = os.environ.get("CONVOPS_OPENBLAS_CORETYPE", "auto").strip() or "auto"
+
+# ---- SIMT simulator (convops.sim) ---------------------------------------------
+# Stack of each simulated GPU thread (a fiber); a deeper thread is reported as
+# a stack overflow.
+sim_stack_bytes = _env_bytes("CONVOPS_SIM_STACK_BYTES", 64 * 2**10)
+# A launch during which no thread reaches a barrier, a warp operation or its
+# end for this long is stopped (a spin-wait never ends on the simulator's
+# cooperative threads) and reported.
+sim_watchdog_seconds = _env_seconds("CONVOPS_SIM_WATCHDOG", 60.0)
+# Target whose launch limits the simulator enforces when a module's options
+# name none (-arch=sm_XX): "sm_70", "sm_80" or "sm_90".
+sim_default_arch = os.environ.get("CONVOPS_SIM_ARCH", "sm_80")
+# Worker threads per launch (blocks run in parallel); 0: one per CPU.
+sim_threads = _env_int("CONVOPS_SIM_THREADS", 0)

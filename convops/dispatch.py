@@ -22,11 +22,14 @@ from .validate import Call, choice_param
 
 @dataclass(frozen=True)
 class Plan:
-    """What would run for a problem, and why not the others."""
+    """What would run for a problem, and why not the others.  ``parts`` are
+    the plans of the sub-problems the chosen implementation hands on (a phase
+    decomposition runs each phase through ``select``)."""
 
     problem: ConvProblem
     chosen: Implementation
-    considered: tuple  # ((Implementation, reasons), ...) in priority order
+    considered: tuple  # ((Implementation, reasons), ...) in selection order
+    parts: tuple = ()
 
     def __str__(self) -> str:
         lines = [f"problem: {self.problem}", f"chosen:  {self.chosen.name}"]
@@ -34,6 +37,9 @@ class Plan:
             mark = "->" if impl is self.chosen else "  "
             why = "; ".join(reasons) if reasons else ("selected" if impl is self.chosen else "eligible")
             lines.append(f"  {mark} {impl.name:<28} {why}")
+        for i, part in enumerate(self.parts):
+            lines.append(f"  sub-problem {i + 1} of {len(self.parts)}:")
+            lines.extend("    " + line for line in str(part).splitlines())
         return "\n".join(lines)
 
 
@@ -46,7 +52,7 @@ def candidates(problem: ConvProblem, kind: str, backend: str = "auto",
     algorithm = choice_param("algorithm", algorithm, registry.algorithms())
     excluded = []
     if backend == "auto":
-        names = [b for b in registry.AUTO_ORDER.get(kind, ()) if b in registry.BACKENDS]
+        names = [b for b in config.auto_backends.get(kind, ()) if b in registry.BACKENDS]
     else:
         names = [backend]
         if registry.BACKENDS[backend].array_kind != kind:
@@ -64,14 +70,15 @@ def candidates(problem: ConvProblem, kind: str, backend: str = "auto",
     order = {name: rank for rank, name in enumerate(available)}
     impls = [i for i in registry.implementations(op=problem.op) if i.backend in order
              and (algorithm == "auto" or i.algorithm == algorithm)]
-    impls.sort(key=lambda i: (order[i.backend], i.priority, i.algorithm))
+    impls.sort(key=lambda i: (order[i.backend], i.rank))
     return impls, excluded
 
 
 def select(problem: ConvProblem, impls: Sequence[Implementation], auto: bool = True,
            excluded: Sequence[str] = ()) -> Plan:
     """First implementation with no reasons; under ``auto`` heuristic
-    declines count as reasons unless every runnable candidate declines."""
+    declines count as reasons unless every runnable candidate declines.
+    Pure: the result depends only on the arguments."""
     considered = tuple((i, i.reasons(problem, auto=auto)) for i in impls)
     chosen = next((i for i, r in considered if not r), None)
     if chosen is None and auto:
@@ -83,7 +90,15 @@ def select(problem: ConvProblem, impls: Sequence[Implementation], auto: bool = T
         if not considered and not excluded:
             lines.append("  no implementation of this op matches the requested backend/algorithm")
         raise UnsupportedError("\n".join(lines))
-    return Plan(problem, chosen, considered)
+    parts = tuple(plan_subproblem(sub, chosen.backend) for sub in chosen.subproblems(problem))
+    return Plan(problem, chosen, considered, parts)
+
+
+def plan_subproblem(problem: ConvProblem, backend: str) -> Plan:
+    """The plan of a sub-problem an implementation of ``backend`` hands on:
+    the same backend, the algorithm chosen as under ``algorithm="auto"``."""
+    impls, excluded = candidates(problem, registry.BACKENDS[backend].array_kind, backend)
+    return select(problem, impls, excluded=excluded)
 
 
 def plan(call: Call, backend: str = "auto", algorithm: str = "auto") -> Plan:
@@ -123,21 +138,36 @@ def execute(call: Call, a, b, bias=None, *, backend="auto", algorithm="auto"):
             b = b[None]
     if problem.is_empty:
         out = _empty_result(problem, a, bias)
+    elif config.validation and chosen.backend != "numpy":
+        out = _run_validated(problem, chosen, a, b, bias)
     else:
         out = chosen.run(problem, a, b, bias)
-        if config.validation and chosen.backend != "numpy":
-            _validate(problem, chosen, out, a, b, bias)
     if not call.batched and problem.op != "wgrad":
         out = out[0]
     return out
 
 
-def _validate(problem, impl, out, a, b, bias):
+def _run_validated(problem, impl, a, b, bias):
+    """Validation mode: the reference runs on a snapshot of the operands taken
+    before the kernel, the operands must be unchanged afterwards, and the
+    result must have the problem's shape and dtype and lie within tolerance."""
     from . import reference
-    ref = reference.run(problem, _to_host(a), _to_host(b), _to_host(bias))
+    snapshot = [None if v is None else np.array(_to_host(v), copy=True) for v in (a, b, bias)]
+    out = impl.run(problem, a, b, bias)
+
+    def fail(message, **kw):
+        raise ValidationError(message, problem=problem, implementation=impl.name, **kw)
+
+    for name, before, after in zip(("first operand", "second operand", "bias"), snapshot, (a, b, bias)):
+        if before is not None and not np.array_equal(before, _to_host(after), equal_nan=True):
+            fail(f"{impl.name} modified its {name} while computing {problem}")
+    if tuple(out.shape) != problem.result_shape or str(out.dtype) != problem.dtype:
+        fail(f"{impl.name} result for {problem} has shape {tuple(out.shape)} and dtype {out.dtype}, expected "
+             f"shape {problem.result_shape} and dtype {problem.dtype}")
+    ref = reference.run(problem, *snapshot)
     err = tolerance.relative_error(_to_host(out), ref)
     tol = tolerance.TOLERANCE[problem.dtype]
     if not err <= tol:
-        raise ValidationError(f"{impl.name} result for {problem} differs from the reference: "
-                              f"max error {err:.3g} (relative to the reference's scale) > tolerance {tol:g}",
-                              problem=problem, implementation=impl.name, max_error=err, tolerance=tol)
+        fail(f"{impl.name} result for {problem} differs from the reference: max error {err:.3g} (relative to "
+             f"the reference's scale) > tolerance {tol:g}", max_error=err, tolerance=tol)
+    return out

@@ -24,6 +24,7 @@ row key.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, replace
 from typing import Tuple
@@ -100,6 +101,9 @@ class ConvProblem:
         return cls(op, n, c_out, c_in, out_t, tuple(in_size), tuple(kernel), tuple(stride),
                    tuple(tuple(p) for p in padding), tuple(dilation), groups, padding_mode, dtype)
 
+    def with_dtype(self, dtype: str) -> "ConvProblem":
+        return replace(self, dtype=dtype)
+
     def with_op(self, op: str) -> "ConvProblem":
         """The same geometry, another pass (gradient problems are convolutions
         of the same shapes: dgrad a transposed convolution, wgrad a
@@ -115,6 +119,59 @@ class ConvProblem:
     def forward_pass(self) -> "ConvProblem":
         return self.with_op("fwd")
 
+    # ---- equivalent problems (what kernels run) -----------------------------
+    def expand(self, ndim: int = 3) -> "ConvProblem":
+        """The same problem in ``ndim`` spatial dims: leading dims of size 1
+        (kernel 1, stride 1, dilation 1, no padding)."""
+        lead = ndim - self.ndim
+        if lead < 0:
+            raise ValueError(f"cannot expand a {self.ndim}-d problem to {ndim} dims")
+        ones = (1,) * lead
+        return replace(self, in_size=ones + self.in_size, out_size=ones + self.out_size,
+                       kernel=ones + self.kernel, stride=ones + self.stride,
+                       padding=((0, 0),) * lead + self.padding, dilation=ones + self.dilation)
+
+    def materialized(self) -> "ConvProblem":
+        """The problem on the explicitly padded input (the padding mode applied
+        to a copy): input ``padded_size``, no padding, zeros mode."""
+        return replace(self, in_size=self.padded_size, padding=((0, 0),) * self.ndim, padding_mode="zeros")
+
+    def canonical(self) -> "ConvProblem":
+        """An equivalent problem with the parameters that cannot matter
+        normalized: stride 1 along dims with at most one output (a stride past
+        the padded input is then irrelevant, however large), dilation 1 along
+        dims with a kernel of 1.  Kernels run this, so no work or memory scales
+        with a parameter that does not change the result."""
+        stride = tuple(1 if o <= 1 else s for o, s in zip(self.out_size, self.stride))
+        dilation = tuple(1 if k == 1 else d for k, d in zip(self.kernel, self.dilation))
+        return replace(self, stride=stride, dilation=dilation)
+
+    def stride_phase_problems(self) -> list:
+        """The stride-1 sub-problems of a zero-padded problem, one per
+        combination of non-empty stride phases (``arithmetic.stride_phases``):
+        ``[(phases, sub)]`` where ``sub`` runs on the phase sub-image of the
+        padded input with the phase's taps (``phases[i].taps`` along dim i),
+        stride 1, no padding and this problem's output size."""
+        per_dim = [arithmetic.stride_phases(k, s, d) for k, s, d in zip(self.kernel, self.stride, self.dilation)]
+        out = []
+        for combo in itertools.product(*per_dim):
+            in_size = tuple(arithmetic.phase_input_size(e, ph, s)
+                            for e, ph, s in zip(self.input_extent, combo, self.stride))
+            sub = replace(self, in_size=in_size, kernel=tuple(len(ph.taps) for ph in combo),
+                          stride=(1,) * self.ndim, dilation=tuple(ph.dilation for ph in combo),
+                          padding=((0, 0),) * self.ndim, padding_mode="zeros")
+            out.append((combo, sub))
+        return out
+
+    def dilation_batch_problem(self) -> "ConvProblem":
+        """For a stride-1 zero-padded problem with dilation d: the undilated
+        problem on the batch of the d0*d1*d2 dilation phases of the padded
+        input (output phase f of size ceil(P/d), input ceil(P/d) + k - 1)."""
+        out = tuple(-(-o // d) for o, d in zip(self.out_size, self.dilation))
+        inp = tuple(o + k - 1 if o else 0 for o, k in zip(out, self.kernel))
+        return replace(self, n=self.n * math.prod(self.dilation), in_size=inp, out_size=out,
+                       dilation=(1,) * self.ndim, padding=((0, 0),) * self.ndim, padding_mode="zeros")
+
     # ---- shapes ------------------------------------------------------------
     @property
     def ndim(self) -> int:
@@ -129,6 +186,27 @@ class ConvProblem:
     @property
     def padded_size(self) -> Ints:
         return tuple(i + lo + hi for i, (lo, hi) in zip(self.in_size, self.padding))
+
+    @property
+    def pad_lo(self) -> Ints:
+        return tuple(lo for lo, _ in self.padding)
+
+    @property
+    def pad_hi(self) -> Ints:
+        return tuple(hi for _, hi in self.padding)
+
+    @property
+    def input_extent(self) -> Ints:
+        """Length of the padded input the outputs read, per dim:
+        ``(P - 1)*s + d*(k - 1) + 1`` (at most ``padded_size``)."""
+        return tuple(arithmetic.conv_input_extent(o, k, s, d)
+                     for o, k, s, d in zip(self.out_size, self.kernel, self.stride, self.dilation))
+
+    @property
+    def reached_high_pad(self) -> Ints:
+        """The part of the high-side padding the outputs read, per dim."""
+        return tuple(max(0, e - i - lo) if e else 0
+                     for e, i, lo in zip(self.input_extent, self.in_size, self.pad_lo))
 
     @property
     def x_shape(self) -> Ints:

@@ -105,7 +105,7 @@ def run(p: ConvProblem, a: np.ndarray, b: np.ndarray, bias=None) -> np.ndarray:
 def _register():
     from .registry import Implementation, register
     for op in ("fwd", "dgrad", "wgrad"):
-        register(Implementation(op=op, backend="numpy", algorithm="reference", run=run, priority=1000,
+        register(Implementation(op=op, backend="numpy", algorithm="reference", run=run,
                                 description="NumPy, float64 accumulation: the oracle"))
 
 

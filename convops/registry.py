@@ -2,10 +2,16 @@
 
 Each implementation is a frozen record registered where it is defined.  It
 says which pass (``op``) it computes, on which backend, under which algorithm
-name, for which dtypes, and why it cannot run a given problem
-(``supports(problem) -> list of reasons``; empty means it can).  Optionally
-``declines(problem)`` gives heuristic reasons it should not be picked by
-``algorithm="auto"`` (it still runs when forced).
+name, for which dtypes, why it cannot run a given problem
+(``supports(problem) -> list of reasons``; empty means it can) and the
+scratch memory it needs (``workspace_bytes(problem)``, as CUTLASS's
+``get_workspace_size``).  Optionally ``declines(problem)`` gives heuristic
+reasons it should not be picked by ``algorithm="auto"`` (it still runs when
+forced), and ``subproblems(problem)`` the problems it hands to other
+implementations (through ``dispatch.select``, so ``explain`` shows them).
+
+The order in which ``algorithm="auto"`` tries implementations is one table,
+``config.selection_order``; an algorithm missing from it cannot register.
 
 Backends are loaded lazily: the first query imports each backend's module,
 which registers its implementations.
@@ -17,10 +23,19 @@ import importlib
 from dataclasses import dataclass
 from typing import Callable, Optional
 
+from . import config
 from .problem import DTYPES, ConvProblem
 
 
 def _no_reasons(problem: ConvProblem) -> list[str]:
+    return []
+
+
+def _no_workspace(problem: ConvProblem) -> int:
+    return 0
+
+
+def _no_subproblems(problem: ConvProblem) -> list:
     return []
 
 
@@ -38,7 +53,8 @@ class Implementation:
     supports: Callable[[ConvProblem], list] = _no_reasons
     declines: Callable[[ConvProblem], list] = _no_reasons
     dtypes: frozenset = frozenset(DTYPES)
-    priority: int = 100  # lower runs first under algorithm="auto"
+    workspace_bytes: Callable[[ConvProblem], int] = _no_workspace
+    subproblems: Callable[[ConvProblem], list] = _no_subproblems
     description: str = ""
 
     def __repr__(self) -> str:
@@ -47,6 +63,11 @@ class Implementation:
     @property
     def name(self) -> str:
         return f"{self.backend}/{self.algorithm}"
+
+    @property
+    def rank(self) -> int:
+        """Position in ``config.selection_order`` (lower is tried first)."""
+        return config.selection_order[self.backend].index(self.algorithm)
 
     def reasons(self, problem: ConvProblem, auto: bool = False) -> list[str]:
         """Every reason this implementation cannot (or, under auto, should not)
@@ -78,8 +99,6 @@ BACKENDS = {
     "numpy": Backend("numpy", "convops.reference", "numpy"),
     "numba": Backend("numba", "convops.cpu", "numpy"),
 }
-# backend="auto" tries these in order for each array kind.
-AUTO_ORDER = {"numpy": ("numba", "numpy"), "cuda": ("cuda",)}
 
 _implementations: list[Implementation] = []
 _unavailable: dict[str, str] = {}
@@ -90,6 +109,9 @@ def register(impl: Implementation) -> Implementation:
     for other in _implementations:
         if (other.op, other.backend, other.algorithm) == (impl.op, impl.backend, impl.algorithm):
             raise ValueError(f"implementation {impl.op} {impl.name} is already registered")
+    if impl.algorithm not in config.selection_order.get(impl.backend, ()):
+        raise ValueError(f"algorithm {impl.algorithm!r} of backend {impl.backend!r} is not in "
+                         f"config.selection_order; add it there (its position is its priority)")
     _implementations.append(impl)
     return impl
 

@@ -8,6 +8,7 @@ out of this module.
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import NamedTuple, Sequence
 
@@ -17,6 +18,11 @@ from . import arithmetic
 from .problem import DTYPES, PADDING_MODES, ConvProblem
 
 PADDING_STRINGS = ("valid", "same", "full")
+# Every integer parameter and every spatial size (padded input, output) is at
+# most this (int32, as cuDNN and CUTLASS take them); every tensor has fewer
+# than ELEMENT_LIMIT elements (64-bit index arithmetic never overflows).
+INT_LIMIT = 2**31 - 1
+ELEMENT_LIMIT = 2**62
 _WEIGHT_NAMES = {1: "(C_out, C_in/groups, kW)", 2: "(C_out, C_in/groups, kH, kW)",
                  3: "(C_out, C_in/groups, kD, kH, kW)"}
 
@@ -28,6 +34,9 @@ def _shape(a) -> tuple[int, ...]:
 def array_kind(name: str, a) -> str:
     """``"numpy"`` for a NumPy array, ``"cuda"`` for a CUDA array (CuPy or
     anything with ``__cuda_array_interface__``); TypeError otherwise."""
+    if isinstance(a, np.ma.MaskedArray):
+        raise TypeError(f"{name} is a numpy.ma.MaskedArray; convops does not apply masks: pass a plain array, "
+                        f"e.g. {name}.filled(0) (masked entries as zeros) or numpy.ma.getdata({name})")
     if isinstance(a, np.ndarray):
         return "numpy"
     if hasattr(a, "__cuda_array_interface__"):
@@ -62,11 +71,17 @@ def _is_int(v) -> bool:
     return isinstance(v, (numbers.Integral, np.integer)) and not isinstance(v, (bool, np.bool_))
 
 
+def _check_range(name: str, values, minimum: int, shown) -> None:
+    if any(v < minimum for v in values):
+        raise ValueError(f"{name} must be >= {minimum}, got {name}={shown!r}")
+    if any(v > INT_LIMIT for v in values):
+        raise ValueError(f"{name} must be <= {INT_LIMIT} (2**31 - 1), got {name}={shown!r}")
+
+
 def int_param(name: str, value, minimum: int) -> int:
     if not _is_int(value):
         raise TypeError(f"{name} must be an int, got {name}={value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {name}={value!r}")
+    _check_range(name, (value,), minimum, value)
     return int(value)
 
 
@@ -81,8 +96,7 @@ def spatial_param(name: str, value, ndim: int, minimum: int) -> tuple[int, ...]:
         out = tuple(int(v) for v in value)
     else:
         raise TypeError(f"{name} must be an int or a sequence of {ndim} ints, got {name}={value!r}")
-    if any(v < minimum for v in out):
-        raise ValueError(f"{name} must be >= {minimum}, got {name}={out!r}")
+    _check_range(name, out, minimum, out)
     return out
 
 
@@ -117,8 +131,7 @@ def padding_param(value, ndim: int):
     else:
         raise TypeError(f"padding must be an int, a sequence of ints or (lo, hi) pairs, or one of "
                         f"{PADDING_STRINGS}, got padding={value!r}")
-    if any(p < 0 for pair in pairs for p in pair):
-        raise ValueError(f"padding must be >= 0, got padding={value!r}")
+    _check_range("padding", [p for pair in pairs for p in pair], 0, value)
     return pairs
 
 
@@ -148,6 +161,21 @@ def _weight_ndim(weight, expect_ndim: int | None, fn: str) -> int:
     if any(k < 1 for k in shape[2:]):
         raise ValueError(f"kernel sizes must be >= 1, got weight of shape {shape}")
     return nd
+
+
+def _check_sizes(problem: ConvProblem, desc: str) -> ConvProblem:
+    """Derived sizes within the limits: padded input and output per spatial
+    dim at most INT_LIMIT, every tensor fewer than ELEMENT_LIMIT elements."""
+    for what, sizes in (("padded input size", problem.padded_size), ("output size", problem.out_size),
+                        ("input size", problem.in_size)):
+        for dim, v in enumerate(sizes):
+            if v > INT_LIMIT:
+                raise ValueError(f"{what} {v} in spatial dim {dim} exceeds {INT_LIMIT} (2**31 - 1): {desc}, "
+                                 f"padding {problem.padding}, stride {problem.stride}, dilation {problem.dilation}")
+    for what, shape in (("input", problem.x_shape), ("weight", problem.w_shape), ("output", problem.y_shape)):
+        if math.prod(shape) >= ELEMENT_LIMIT:
+            raise ValueError(f"{what} of shape {shape} has 2**62 or more elements: {desc}")
+    return problem
 
 
 def _batched(name: str, shape: tuple, nd: int, weight_shape: tuple) -> bool:
@@ -231,9 +259,9 @@ def _forward_problem(x_shape, w_shape, params: Params, dtype: str, op: str, x_na
     desc = f"{x_name} {x_shape}, weight {w_shape}"
     _check_modes(padding, in_size, params.padding_mode, desc)
     _check_extent(padding, in_size, kernel, params.dilation, desc)
-    return ConvProblem.forward(n=n, c_in=c_in, c_out=c_out, in_size=in_size, kernel=kernel,
-                               stride=params.stride, padding=padding, dilation=params.dilation,
-                               groups=g, padding_mode=params.padding_mode, dtype=dtype, op=op)
+    return _check_sizes(ConvProblem.forward(n=n, c_in=c_in, c_out=c_out, in_size=in_size, kernel=kernel,
+                                            stride=params.stride, padding=padding, dilation=params.dilation,
+                                            groups=g, padding_mode=params.padding_mode, dtype=dtype, op=op), desc)
 
 
 def _check_bias(bias, channels: int):
@@ -270,7 +298,9 @@ def _output_size_param(output_size, nd: int):
     if len(output_size) not in (nd, nd + 1, nd + 2):
         raise ValueError(f"output_size must have {nd} entries (one per spatial dim), "
                          f"got output_size={tuple(output_size)!r}")
-    return tuple(int(v) for v in output_size[len(output_size) - nd:])
+    out = tuple(int(v) for v in output_size[len(output_size) - nd:])
+    _check_range("output_size", out, 0, tuple(output_size))
+    return out
 
 
 def conv_transpose_call(x, weight, bias, *, stride, padding, output_padding, output_size, dilation,
@@ -338,9 +368,13 @@ def conv_transpose_call(x, weight, bias, *, stride, padding, output_padding, out
     desc = f"transposed output {(n, c_out) + out_size}, weight {w_shape}"
     _check_modes(pads, out_size, params.padding_mode, desc)
     _check_extent(pads, out_size, kernel, d, desc)
+    if any(o > INT_LIMIT for o in out_size):
+        raise ValueError(f"conv_transpose output size {out_size} exceeds {INT_LIMIT} (2**31 - 1) in some spatial "
+                         f"dim: input {x_shape}, weight {w_shape}, stride {s}, dilation {d}")
     problem = ConvProblem.transposed(n=n, c_in=c_in, c_out=c_out, in_size=in_size, kernel=kernel, stride=s,
                                      padding=pads, dilation=d, output_padding=out_pad, groups=g,
                                      padding_mode=params.padding_mode, dtype=dtype)
+    _check_sizes(problem, desc)
     _check_bias(bias, c_out)
     return Call(problem, kind, batched)
 
@@ -352,6 +386,8 @@ def _shape_param(name: str, value, lengths: Sequence[int]) -> tuple[int, ...]:
         raise ValueError(f"{name} must have {' or '.join(map(str, lengths))} entries, got {name}={tuple(value)!r}")
     if any(v < 0 for v in value):
         raise ValueError(f"{name} must be non-negative, got {name}={tuple(value)!r}")
+    if any(v >= ELEMENT_LIMIT for v in value):
+        raise ValueError(f"{name} entries must be below 2**62, got {name}={tuple(value)!r}")
     return tuple(int(v) for v in value)
 
 

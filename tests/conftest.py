@@ -13,3 +13,12 @@ settings.load_profile(os.environ.get("CONVOPS_HYPOTHESIS_PROFILE", "ci"))
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """How far the fuzz reached: cases, extreme classes, runs per implementation."""
+    from helpers import FUZZ_COUNTS
+    if FUZZ_COUNTS:
+        terminalreporter.section("fuzz coverage")
+        for key in sorted(FUZZ_COUNTS):
+            terminalreporter.write_line(f"{FUZZ_COUNTS[key]:6d}  {key}")

@@ -6,6 +6,8 @@ it shares no code with convops (not even ConvProblem).
 
 from __future__ import annotations
 
+import collections
+
 import numpy as np
 from scipy import signal
 
@@ -39,3 +41,7 @@ def scipy_conv(x, w, stride, pads, dilation, groups, mode):
 
 def inner(a, b) -> float:
     return float(np.vdot(np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()))
+
+
+# What the fuzz reached, printed at the end of the run (conftest.py).
+FUZZ_COUNTS: "collections.Counter" = collections.Counter()

@@ -1,53 +1,18 @@
-"""The numba backend beyond the problem lists: a seeded fuzz of every
-algorithm on every pass against the reference, determinism across runs and
-thread counts, empty problems without a launch, and the auto choice."""
+"""The numba backend beyond the problem lists (its fuzz is test_fuzz.py's,
+over every implementation): determinism across runs and thread counts,
+concurrent calls, empty problems without a launch, and the auto choice."""
 
 import dataclasses
 
 import numba
 import numpy as np
 import pytest
-from hypothesis import given, settings
 
 import convops as co
-from convops import dispatch, problems, reference, registry, validate
+from convops import dispatch, problems, registry
 
-from helpers import assert_close
-from strategies import conv_cases, make_operands
 
 NUMBA = [i for i in co.implementations(backend="numba")]
-
-
-def _problem(case, x, w):
-    return validate.conv_call(x, w, None, **case["kw"]).problem
-
-
-@settings(max_examples=300)
-@given(conv_cases())
-def test_fuzz_every_algorithm(case):
-    """Each drawn problem, all three passes, every numba algorithm that
-    supports it, against the reference (inputs in the case's layout)."""
-    x, w, b = make_operands(case)
-    base = _problem(case, x, w)
-    rng = np.random.default_rng(case["seed"] + 7)
-    dy = rng.standard_normal(base.y_shape).astype(case["dtype"])
-    operands = {"fwd": (x, w, b), "dgrad": (dy, w, None if b is None else rng.standard_normal(base.c_in)
-                                            .astype(case["dtype"])), "wgrad": (x, dy, None)}
-    for op in ("fwd", "dgrad", "wgrad"):
-        p = base.with_op(op)
-        if p.is_empty:
-            continue
-        a, bb, bias = operands[op]
-        saved = (a.copy(), bb.copy())
-        ref = reference.run(p, a, bb, bias)
-        for impl in co.implementations(op=op, backend="numba"):
-            if impl.reasons(p):
-                continue
-            out = impl.run(p, a, bb, bias)
-            assert out.shape == p.result_shape and out.dtype == p.dtype
-            assert_close(out, ref, p.dtype, f"{impl.name} {p}")
-        np.testing.assert_array_equal(saved[0], a)
-        np.testing.assert_array_equal(saved[1], bb)
 
 
 DETERMINISM = problems.RIGOROUS[:6] + [problems.NETWORKS["mobilenetv2-dw-3x3-c144"],

@@ -28,7 +28,8 @@ def fake_backend(monkeypatch):
     does stride 1 (and declines depthwise under auto), and a wrong dgrad."""
     registry.implementations()  # load the real backends first
     monkeypatch.setitem(registry.BACKENDS, "fake", Backend("fake", "convops.reference", "numpy"))
-    monkeypatch.setitem(registry.AUTO_ORDER, "numpy", ("fake", "numpy"))
+    monkeypatch.setitem(co.config.auto_backends, "numpy", ("fake", "numpy"))
+    monkeypatch.setitem(co.config.selection_order, "fake", ("direct", "broken"))
     impls = [
         Implementation("fwd", "fake", "direct", reference.run, supports=_stride1_only, declines=_no_depthwise,
                        dtypes=frozenset({"float32", "float64"})),

@@ -12,14 +12,27 @@ over the output row.  Output channel k = c*m + j reads input channel c.
     fwd    y[n, c*m + j] = sum_taps w[c*m + j, 0, tap] * x[n, c] shifted
     dgrad  the adjoint, accumulated in the iteration's padded phase plane, then cropped
     wgrad  dw[c*m + j]   = sum over n and rows of row dot products (iteration = c)
+
+The unit-stride dgrad kernels gather: each input row is a correlation of a
+zero-extended output-gradient row with the flipped taps.  That multiplies
+weights by zeros that are not outputs, which is exact only for finite
+weights; with a NaN or infinite weight dgrad scatters tap by tap over the
+real outputs instead, so the NaN reaches exactly the inputs it reaches in
+the reference.
+
+Scratch: each parallel iteration holds one padded plane (plus a row), so the
+workspace is (threads x padded plane); a problem whose planes do not fit
+the workspace cap is declined (``direct`` runs it).
 """
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 from numba import njit, prange, uint64
 
-from .common import Kernels, register_algorithm
+from .. import config
+from .common import Kernels, all_finite, kernel_problem, register_algorithm
 from .rows import FASTMATH, axpy
 
 
@@ -184,10 +197,11 @@ def _fwd_3x3(x, w, bias, y, stride, dilation, pad, hi):
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def _dgrad(dy, w, bias, dx, stride, dilation, pad, hi):
-    """Scatter of each output-gradient row into the padded phase plane.  At
-    unit column stride the row is first copied into a zero-padded scratch row
-    so that three taps become one in-range pass (the gather form)."""
+def _dgrad(dy, w, bias, dx, stride, dilation, pad, hi, gather):
+    """Scatter of each output-gradient row into the padded phase plane.  With
+    ``gather`` (unit column stride, finite weights) the row is first copied
+    into a zero-padded scratch row so that three taps become one in-range
+    pass."""
     N, C, D, H, W = dx.shape
     K, _, T, R, S = w.shape
     P0, P1, P2 = dy.shape[2], dy.shape[3], dy.shape[4]
@@ -196,6 +210,7 @@ def _dgrad(dy, w, bias, dx, stride, dilation, pad, hi):
     d2 = dilation[2]
     phase, shift = _tap_columns(S, d2, st)
     span = (S - 1) * d2
+    gather = gather and st == 1
     for job in prange(N * C):
         n = job // C
         c = job % C
@@ -206,14 +221,14 @@ def _dgrad(dy, w, bias, dx, stride, dilation, pad, hi):
             for p0 in range(P0):
                 for p1 in range(P1):
                     grow = dy[n, k, p0, p1]
-                    if st == 1:
+                    if gather:
                         grow_padded[span:span + P2] = grow
                     for t in range(T):
                         iz = p0 * stride[0] + t * dilation[0]
                         for r in range(R):
                             iy = p1 * stride[1] + r * dilation[1]
                             wr = w[k, 0, t, r]
-                            if st == 1:
+                            if gather:
                                 # buf[iy, i] += sum_s wr[s] * grow[i - s*d2], i in [0, P2 + span)
                                 out = buf[0, iz, iy]
                                 s = 0
@@ -318,43 +333,56 @@ def _dgrad_3x3(dy, w, bias, dx, dilation, pad):
                                            + w20 * rc[q] + w21 * rc[q + e1] + w22 * rc[q + e2])
 
 
-def _high_pad(g):
-    """Padding on the high side that the output size reaches (at least 0)."""
-    return tuple(max(0, (o - 1) * s + d * (k - 1) + 1 - i - p) if o else 0
-                 for i, o, k, s, d, p in zip(g.in_size, g.out_size, g.kernel, g.stride, g.dilation, g.pad))
-
-
-def fwd(g, x, w, bias):
-    y = np.empty(g.y_shape, g.dtype)
-    kernel = _fwd_3x3 if _is_3x3(g, g.stride[2:]) else _fwd
-    kernel(x, w, bias, y, g.stride, g.dilation, g.pad, _high_pad(g))
+def fwd(q, x, w, bias):
+    y = np.empty(q.y_shape, x.dtype)
+    kernel = _fwd_3x3 if _is_3x3(q, q.stride[2:]) else _fwd
+    kernel(x, w, bias, y, q.stride, q.dilation, q.pad_lo, q.reached_high_pad)
     return y
 
 
-def _is_3x3(g, strides) -> bool:
-    return g.kernel[1:] == (3, 3) and all(s == 1 for s in strides)
+def _is_3x3(q, strides) -> bool:
+    return q.kernel[1:] == (3, 3) and all(s == 1 for s in strides)
 
 
-def dgrad(g, dy, w, bias):
-    dx = np.empty(g.x_shape, g.dtype)
-    if _is_3x3(g, g.stride):
-        _dgrad_3x3(dy, w, bias, dx, g.dilation, g.pad)
+def dgrad(q, dy, w, bias):
+    dx = np.empty(q.x_shape, dy.dtype)
+    finite = all_finite(w)
+    if finite and _is_3x3(q, q.stride):
+        _dgrad_3x3(dy, w, bias, dx, q.dilation, q.pad_lo)
     else:
-        _dgrad(dy, w, bias, dx, g.stride, g.dilation, g.pad, _high_pad(g))
+        _dgrad(dy, w, bias, dx, q.stride, q.dilation, q.pad_lo, q.reached_high_pad, finite)
     return dx
 
 
-def wgrad(g, x, dy):
-    dw = np.empty(g.w_shape, g.dtype)
+def wgrad(q, x, dy):
+    dw = np.empty(q.w_shape, x.dtype)
     # (dedicated 3x3 variants -- nine running sums, or column-wise partial
     # sums -- were measured slower than this generic kernel)
-    _wgrad(x, dy, dw, g.stride, g.dilation, g.pad, _high_pad(g))
+    _wgrad(x, dy, dw, q.stride, q.dilation, q.pad_lo, q.reached_high_pad)
     return dw
 
 
+def workspace_bytes(problem) -> int:
+    """At most: one padded plane (phase-split, or the 3x3 dgrad's output-gradient
+    box padded by the kernel span) and one padded row per thread."""
+    q = kernel_problem(problem)
+    span = tuple(d * (k - 1) for d, k in zip(q.dilation, q.kernel))
+    padded = tuple(max(i + lo + hi, o + 2 * sp) for i, lo, hi, o, sp in
+                   zip(q.in_size, q.pad_lo, q.reached_high_pad, q.out_size, span))
+    plane = padded[0] * padded[1] * (padded[2] + q.stride[2])
+    row = q.out_size[2] + 2 * span[2]
+    return numba.config.NUMBA_NUM_THREADS * (plane + row) * np.dtype(q.dtype).itemsize
+
+
 def _supports(p):
-    return [] if p.is_depthwise else [f"not depthwise: groups={p.groups}, C={p.c_in} (needs groups == C)"]
+    if not p.is_depthwise:
+        return [f"not depthwise: groups={p.groups}, C={p.c_in} (needs groups == C)"]
+    need = workspace_bytes(p)
+    if need > config.cpu_workspace_bytes:
+        return [f"needs {need} bytes of padded planes (one per thread), over the workspace cap "
+                f"{config.cpu_workspace_bytes} (config.cpu_workspace_bytes)"]
+    return []
 
 
-register_algorithm("depthwise", Kernels(fwd, dgrad, wgrad), supports=_supports, priority=10,
+register_algorithm("depthwise", Kernels(fwd, dgrad, wgrad), supports=_supports, workspace_bytes=workspace_bytes,
                    description="streaming depthwise (groups == C, any multiplier) on padded phase planes")

@@ -2,48 +2,66 @@
 inside one parallel loop so every worker multiplies its columns while they
 are in its own cache (see blas.py).
 
-Work is split into chunks of whole output rows of one image (a unit is one
-output row (p0, p1) of P2 positions) whose column matrix (C/g*T*R*S rows x
-chunk positions) fits ``config.cpu_chunk_bytes`` (and never more than
-``config.cpu_workspace_bytes``).  Per image n, group g and chunk:
+Shapes: x (N, C, D, H, W), w (K, C/g, T, R, S), y (N, K, P0, P1, P2); one
+column row per (channel, tap), ``taps = T*R*S``.  Per image n and group g:
 
-    fwd    Y[K/g, L] = W_g[K/g, C/g*TRS] @ col[C/g*TRS, L]    (written in place in y)
-    dgrad  col = W_g^T @ dY[K/g, L], then col2im into dx[n]   (iteration owns (n, g, channel block))
-    wgrad  dW_g += dY[K/g, L] @ col^T                           (fixed slots, summed in order)
+    fwd    Y[K/g, L] = W_g[K/g, C/g*taps] @ col[C/g*taps, L]
+    dgrad  col = W_g^T @ dY[K/g, L], then col2im into dx[n]
+    wgrad  dW_g += dY[K/g, L] @ col^T          (fixed partial-sum slots, summed in order)
 
-A 1x1 convolution with unit stride and no padding needs no columns: the
-input rows are the matrix.  Every parallel iteration writes its own outputs,
-the wgrad partial sums are assigned to slots by chunk index (not by thread)
-and summed in slot order, so results are identical for any thread count.
+Two layouts of the columns:
+
+- strided (any stride): a chunk is a run of whole output rows (a unit is
+  one output row (p0, p1) of P2 positions); the GEMM writes y in place.
+- flat (unit stride): over the padded images flattened, output position
+  e = p0*Hp*Wp + p1*Wp + p2 reads xpad_flat[c, e + offset(tap)], so every
+  column row of a chunk of consecutive e is ONE contiguous copy.  Box
+  positions whose p1/p2 lie in the padding are not outputs ("fake"): fwd
+  computes and drops them; wgrad and dgrad zero their columns, so nothing
+  that is not a real product (0 * inf) reaches a result.
+
+Tiling (``_tiling``, the one place sizes are chosen): chunks of output
+positions, blocks of input channels (the GEMM's reduction in fwd) and blocks
+of output channels (the flat temporaries), so that each thread's columns and
+temporaries fit ``config.cpu_chunk_bytes`` and all threads together
+``config.cpu_workspace_bytes``; a problem whose smallest tile (one channel,
+one output channel, one position) does not fit is declined.  The workspace
+is allocated per call and released with it.  A 1x1 convolution with unit
+stride and no padding needs no columns: the input rows are the matrix.
+
+Every parallel iteration writes its own outputs, the wgrad partial sums are
+assigned to slots by chunk index (not by thread) and summed in slot order,
+so results are identical for any thread count.
 """
 
 from __future__ import annotations
 
 import math
-import threading
+from typing import NamedTuple
 
-import numpy as np
 import numba
+import numpy as np
 from numba import get_thread_id, njit, prange
 
 from .. import config
 from .blas import THREADS_LOCAL, gemm, gemm_for, single_threaded_blas
-from .common import Kernels, register_algorithm
+from .common import Kernels, kernel_problem, register_algorithm
 from .rows import FASTMATH, source_index, valid_range
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def _im2col(x, c0, kernel, stride, dilation, pad, out_size, u0, u1, col):
+def _im2col(x, c0, cn, kernel, stride, dilation, pad, out_size, u0, u1, col):
     """col[(c, t, r, s), (u - u0)*P2 + q] = x[c0 + c, iz, iy, q*s2 + s*d2 - pad2]
-    for one image x (C, D, H, W); zero where the tap falls in the padding.
-    With a column stride, each source row is first split into its stride
-    phases, so that every tap's segment is a contiguous copy, not a gather."""
+    for channels c < cn of one image x (C, D, H, W) and output rows u0 <= u < u1;
+    zero where the tap falls in the padding.  With a column stride, each source
+    row is first split into its stride phases, so that every tap's segment is a
+    contiguous copy, not a gather."""
     C, D, H, W = x.shape
     T, R, S = kernel
     P0, P1, P2 = out_size
     st = stride[2]
     phases = np.empty((st, (W + st - 1) // st), x.dtype)
-    for c in range(col.shape[0] // (T * R * S)):
+    for c in range(cn):
         xc = x[c0 + c]
         for t in range(T):
             for r in range(R):
@@ -67,25 +85,26 @@ def _im2col(x, c0, kernel, stride, dilation, pad, out_size, u0, u1, col):
                         lo, hi = valid_range(off, st, W, P2)
                         seg = col[row0 + s, base:base + P2]
                         seg[:lo] = 0
-                        if st == 1:
-                            seg[lo:hi] = xrow[lo + off:hi + off]
-                        else:
-                            f = off % st
-                            shift = (off - f) // st
-                            seg[lo:hi] = phases[f, lo + shift:hi + shift]
+                        if lo < hi:
+                            if st == 1:
+                                seg[lo:hi] = xrow[lo + off:hi + off]
+                            else:
+                                f = off % st
+                                shift = (off - f) // st
+                                seg[lo:hi] = phases[f, lo + shift:hi + shift]
                         seg[hi:] = 0
                     base += P2
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def _col2im(col, c0, kernel, stride, dilation, pad, out_size, u0, u1, dx):
+def _col2im(col, c0, cn, kernel, stride, dilation, pad, out_size, u0, u1, dx):
     """The adjoint of _im2col: dx[c0 + c, iz, iy, q*s2 + off] += col[(c, t, r, s), ...]
     for one image dx (C, D, H, W), rows in order (deterministic)."""
     C, D, H, W = dx.shape
     T, R, S = kernel
     P0, P1, P2 = out_size
     row = 0
-    for c in range(col.shape[0] // (T * R * S)):
+    for c in range(cn):
         dc = dx[c0 + c]
         for t in range(T):
             for r in range(R):
@@ -94,6 +113,8 @@ def _col2im(col, c0, kernel, stride, dilation, pad, out_size, u0, u1, dx):
                     lo, hi = valid_range(off, stride[2], W, P2)
                     crow = col[row]
                     row += 1
+                    if lo >= hi:
+                        continue
                     base = 0
                     for u in range(u0, u1):
                         iz = source_index(u // P1, stride[0], t, dilation[0], pad[0], D)
@@ -122,11 +143,13 @@ def _chunk_job(job, groups, nch, step, total):
 
 
 @njit(parallel=True, cache=True)
-def _fwd(fn, tl, x, w2, bias, y, kernel, stride, dilation, pad, groups, upc, pointwise, ws):
-    """Iteration = (n, chunk, group): y[n, group's K/g, chunk] = W_g @ col."""
+def _fwd(fn, tl, x, w2, bias, y, kernel, stride, dilation, pad, groups, upc, cb, pointwise, ws):
+    """Strided columns.  Iteration = (n, chunk, group): y[n, group's K/g, chunk]
+    = bias + sum over channel blocks of W_g[:, block] @ col[block]."""
     N, C = x.shape[0], x.shape[1]
     K = y.shape[1]
     P0, P1, P2 = y.shape[2], y.shape[3], y.shape[4]
+    taps = kernel[0] * kernel[1] * kernel[2]
     Cg, Kg = C // groups, K // groups
     rows = w2.shape[1]
     units = P0 * P1
@@ -148,16 +171,20 @@ def _fwd(fn, tl, x, w2, bias, y, kernel, stride, dilation, pad, groups, upc, poi
             gemm(fn, tl, False, False, Kg, width, rows, 1.0, w2[g * Kg:], rows, x2[n, g * Cg:, u0 * P2:], ptot,
                  beta, out, ptot)
         else:
-            col = ws[get_thread_id(), :rows * width].reshape(rows, width)
-            _im2col(x[n], g * Cg, kernel, stride, dilation, pad, (P0, P1, P2), u0, u1, col)
-            gemm(fn, tl, False, False, Kg, width, rows, 1.0, w2[g * Kg:], rows, col, width, beta, out, ptot)
+            for c0 in range(0, Cg, cb):
+                cn = min(cb, Cg - c0)
+                col = ws[get_thread_id(), :cn * taps * width].reshape(cn * taps, width)
+                _im2col(x[n], g * Cg + c0, cn, kernel, stride, dilation, pad, (P0, P1, P2), u0, u1, col)
+                gemm(fn, tl, False, False, Kg, width, cn * taps, 1.0, w2[g * Kg:, c0 * taps:], rows, col, width,
+                     beta, out, ptot)
+                beta = 1.0
 
 
 @njit(parallel=True, cache=True)
 def _dgrad(fn, tl, dy, w2, dx, kernel, stride, dilation, pad, groups, upc, cblock, pointwise, ws):
-    """Iteration = (n, group, block of cblock input channels): for every chunk,
-    col = W_g[:, block]^T @ dY_chunk, then col2im into the block's dx planes
-    (zero-initialized by the caller)."""
+    """Strided columns.  Iteration = (n, group, block of cblock input channels):
+    for every chunk, col = W_g[:, block]^T @ dY_chunk, then col2im into the
+    block's dx planes (zero-initialized by the caller)."""
     N, C = dx.shape[0], dx.shape[1]
     K = dy.shape[1]
     P0, P1, P2 = dy.shape[2], dy.shape[3], dy.shape[4]
@@ -189,16 +216,18 @@ def _dgrad(fn, tl, dy, w2, dx, kernel, stride, dilation, pad, groups, upc, cbloc
             else:
                 col = ws[get_thread_id(), :rows * width].reshape(rows, width)
                 gemm(fn, tl, True, False, rows, width, Kg, 1.0, wblock, rows_g, src, ptot, 0.0, col, width)
-                _col2im(col, g * Cg + c0, kernel, stride, dilation, pad, (P0, P1, P2), u0, u1, dx[n])
+                _col2im(col, g * Cg + c0, cn, kernel, stride, dilation, pad, (P0, P1, P2), u0, u1, dx[n])
 
 
 @njit(parallel=True, cache=True)
-def _wgrad(fn, tl, x, dy, partial, kernel, stride, dilation, pad, groups, upc, pointwise, ws):
-    """Iteration = slot: partial[slot, g] += dY_chunk @ col^T over the chunks
-    whose index is congruent to the slot (fixed, thread-independent)."""
+def _wgrad(fn, tl, x, dy, partial, kernel, stride, dilation, pad, groups, upc, cb, pointwise, ws):
+    """Strided columns.  Iteration = slot: partial[slot, g, :, block] +=
+    dY_chunk @ col[block]^T over the chunks whose index is congruent to the
+    slot (fixed, thread-independent), channel block by channel block."""
     N, C = x.shape[0], x.shape[1]
     K = dy.shape[1]
     P0, P1, P2 = dy.shape[2], dy.shape[3], dy.shape[4]
+    taps = kernel[0] * kernel[1] * kernel[2]
     Cg, Kg = C // groups, K // groups
     rows = partial.shape[3]
     units = P0 * P1
@@ -218,9 +247,12 @@ def _wgrad(fn, tl, x, dy, partial, kernel, stride, dilation, pad, groups, upc, p
                 gemm(fn, tl, False, True, Kg, rows, width, 1.0, src, ptot, x2[n, g * Cg:, u0 * P2:], ptot, 1.0,
                      partial[slot, g], rows)
             else:
-                col = ws[get_thread_id(), :rows * width].reshape(rows, width)
-                _im2col(x[n], g * Cg, kernel, stride, dilation, pad, (P0, P1, P2), u0, u1, col)
-                gemm(fn, tl, False, True, Kg, rows, width, 1.0, src, ptot, col, width, 1.0, partial[slot, g], rows)
+                for c0 in range(0, Cg, cb):
+                    cn = min(cb, Cg - c0)
+                    col = ws[get_thread_id(), :cn * taps * width].reshape(cn * taps, width)
+                    _im2col(x[n], g * Cg + c0, cn, kernel, stride, dilation, pad, (P0, P1, P2), u0, u1, col)
+                    gemm(fn, tl, False, True, Kg, cn * taps, width, 1.0, src, ptot, col, width, 1.0,
+                         partial[slot, g, :, c0 * taps:], rows)
 
 
 @njit(parallel=True, cache=True)
@@ -250,49 +282,6 @@ def _box_copy(image, box, pad, into_box):
                         image[n, c, z, yy, lo:hi] = inside
 
 
-@njit(parallel=True, cache=True)
-def _fwd_flat(fn, tl, xp, w2, bias, y, kernel, dilation, groups, chunk, ws):
-    """Unit stride: over the padded images flattened, output position e =
-    p0*Hp*Wp + p1*Wp + p2 reads xp_flat[c, e + offset(tap)], so each column
-    row of a chunk of consecutive e is ONE contiguous copy.  Positions whose
-    p1/p2 fall in the padding are computed and dropped (the waste is
-    Hp*Wp/(P1*P2) - 1).  Iteration = (n, chunk, group); the chunk result is
-    cropped into y."""
-    N, C = xp.shape[0], xp.shape[1]
-    Dp, Hp, Wp = xp.shape[2], xp.shape[3], xp.shape[4]
-    K = y.shape[1]
-    P0, P1, P2 = y.shape[2], y.shape[3], y.shape[4]
-    T, R, S = kernel
-    Cg, Kg = C // groups, K // groups
-    rows = w2.shape[1]
-    plane = Hp * Wp
-    E = (P0 - 1) * plane + (P1 - 1) * Wp + P2
-    nch = (E + chunk - 1) // chunk
-    xf = xp.reshape(N, C, Dp * plane)
-    for job in prange(N * nch * groups):
-        g, n, e0, width = _chunk_job(job, groups, nch, chunk, E)
-        tid = get_thread_id()
-        col = ws[tid, :rows * width].reshape(rows, width)
-        out = ws[tid, rows * chunk:rows * chunk + Kg * width].reshape(Kg, width)
-        _flat_columns(xf[n], g * Cg, Cg, kernel, dilation, Hp, Wp, e0, width, col)
-        gemm(fn, tl, False, False, Kg, width, rows, 1.0, w2[g * Kg:], rows, col, width, 0.0, out, width)
-        # crop: rows u = p0*Hp + p1 of the box; keep p1 < P1 and the first P2 columns
-        for u in range(e0 // Wp, (e0 + width - 1) // Wp + 1):
-            p1 = u % Hp
-            if p1 >= P1:
-                continue
-            p0 = u // Hp
-            a = max(u * Wp, e0)
-            z = min(u * Wp + P2, e0 + width)
-            if a >= z:
-                continue
-            for k in range(Kg):
-                b = bias[g * Kg + k] if bias.size else y.dtype.type(0)
-                dst = y[n, g * Kg + k, p0, p1, a - u * Wp:z - u * Wp]
-                src = out[k, a - e0:z - e0]
-                for q in range(dst.size):
-                    dst[q] = src[q] + b
-
 @njit(inline="always")
 def _flat_columns(xf_n, c0, cn, kernel, dilation, Hp, Wp, e0, width, col):
     """col[(c, t, r, s), l] = xf_n[c0 + c, e0 + l + offset(t, r, s)]: one copy per row."""
@@ -307,6 +296,21 @@ def _flat_columns(xf_n, c0, cn, kernel, dilation, Hp, Wp, e0, width, col):
                     off = e0 + t * dilation[0] * plane + r * dilation[1] * Wp + s * dilation[2]
                     col[row, :] = src[off:off + width]
                     row += 1
+
+
+@njit(inline="always")
+def _zero_fake_columns(col, e0, width, Hp, Wp, P1, P2):
+    """Zero the columns of box positions e0 <= e < e0 + width that are not
+    outputs (p1 >= P1 or p2 >= P2): they must not carry a product into a
+    gradient (a real input times a zero that is not an output gradient can
+    be 0 * inf)."""
+    for u in range(e0 // Wp, (e0 + width - 1) // Wp + 1):
+        a = max(u * Wp, e0) - e0
+        z = min((u + 1) * Wp, e0 + width) - e0
+        if u % Hp < P1:
+            a = max(a, min(u * Wp + P2, e0 + width) - e0)
+        if a < z:
+            col[:, a:z] = 0
 
 
 @njit(inline="always")
@@ -327,35 +331,98 @@ def _extend_rows(dy_n, k0, kn, Hp, Wp, e0, width, out):
 
 
 @njit(parallel=True, cache=True)
-def _wgrad_flat(fn, tl, xp, dy, partial, kernel, dilation, groups, chunk, ws):
-    """Unit stride over the flattened padded box (see _fwd_flat): per chunk,
-    partial[slot, g] += dY_ext @ col^T with dY_ext zero at padding positions."""
+def _fwd_flat(fn, tl, xp, w2, bias, y, kernel, dilation, groups, chunk, cb, kb, ws):
+    """Unit stride over the flattened padded box.  Iteration = (n, chunk,
+    group); per block of kb output channels the chunk result (a sum over
+    channel blocks) is formed in a temporary and cropped into y (fake
+    positions dropped).  With one channel block the columns are built once."""
+    N, C = xp.shape[0], xp.shape[1]
+    Dp, Hp, Wp = xp.shape[2], xp.shape[3], xp.shape[4]
+    K = y.shape[1]
+    P0, P1, P2 = y.shape[2], y.shape[3], y.shape[4]
+    T, R, S = kernel
+    taps = T * R * S
+    Cg, Kg = C // groups, K // groups
+    rows = w2.shape[1]
+    plane = Hp * Wp
+    E = (P0 - 1) * plane + (P1 - 1) * Wp + P2
+    nch = (E + chunk - 1) // chunk
+    one_block = cb >= Cg
+    colsz = min(cb, Cg) * taps * chunk
+    xf = xp.reshape(N, C, Dp * plane)
+    for job in prange(N * nch * groups):
+        g, n, e0, width = _chunk_job(job, groups, nch, chunk, E)
+        tid = get_thread_id()
+        for k0 in range(0, Kg, kb):
+            kn = min(kb, Kg - k0)
+            out = ws[tid, colsz:colsz + kn * width].reshape(kn, width)
+            for c0 in range(0, Cg, cb):
+                cn = min(cb, Cg - c0)
+                col = ws[tid, :cn * taps * width].reshape(cn * taps, width)
+                if k0 == 0 or not one_block:
+                    _flat_columns(xf[n], g * Cg + c0, cn, kernel, dilation, Hp, Wp, e0, width, col)
+                gemm(fn, tl, False, False, kn, width, cn * taps, 1.0, w2[g * Kg + k0:, c0 * taps:], rows, col, width,
+                     0.0 if c0 == 0 else 1.0, out, width)
+            # crop: box rows u = p0*Hp + p1; keep p1 < P1 and the first P2 columns
+            for u in range(e0 // Wp, (e0 + width - 1) // Wp + 1):
+                p1 = u % Hp
+                if p1 >= P1:
+                    continue
+                p0 = u // Hp
+                a = max(u * Wp, e0)
+                z = min(u * Wp + P2, e0 + width)
+                if a >= z:
+                    continue
+                for k in range(kn):
+                    kk = g * Kg + k0 + k
+                    b = bias[kk] if bias.size else y.dtype.type(0)
+                    dst = y[n, kk, p0, p1, a - u * Wp:z - u * Wp]
+                    src = out[k, a - e0:z - e0]
+                    for q in range(dst.size):
+                        dst[q] = src[q] + b
+
+
+@njit(parallel=True, cache=True)
+def _wgrad_flat(fn, tl, xp, dy, partial, kernel, dilation, groups, chunk, cb, kb, ws):
+    """Unit stride over the flattened padded box (see _fwd_flat): per chunk and
+    channel block, columns with the fake positions zeroed, then per block of
+    output channels partial[slot, g, kblock, cblock] += dY_ext @ col^T."""
     N, C = xp.shape[0], xp.shape[1]
     Dp, Hp, Wp = xp.shape[2], xp.shape[3], xp.shape[4]
     K = dy.shape[1]
     P0, P1, P2 = dy.shape[2], dy.shape[3], dy.shape[4]
+    T, R, S = kernel
+    taps = T * R * S
     Cg, Kg = C // groups, K // groups
     rows = partial.shape[3]
     E = (P0 - 1) * Hp * Wp + (P1 - 1) * Wp + P2
     nch = (E + chunk - 1) // chunk
+    colsz = min(cb, Cg) * taps * chunk
     xf = xp.reshape(N, C, Dp * Hp * Wp)
     slots = partial.shape[0]
     for slot in prange(slots):
         for job in range(slot, N * nch * groups, slots):
             g, n, e0, width = _chunk_job(job, groups, nch, chunk, E)
             tid = get_thread_id()
-            col = ws[tid, :rows * width].reshape(rows, width)
-            dye = ws[tid, rows * chunk:rows * chunk + Kg * width].reshape(Kg, width)
-            _flat_columns(xf[n], g * Cg, Cg, kernel, dilation, Hp, Wp, e0, width, col)
-            _extend_rows(dy[n], g * Kg, Kg, Hp, Wp, e0, width, dye)
-            gemm(fn, tl, False, True, Kg, rows, width, 1.0, dye, width, col, width, 1.0, partial[slot, g], rows)
+            for c0 in range(0, Cg, cb):
+                cn = min(cb, Cg - c0)
+                col = ws[tid, :cn * taps * width].reshape(cn * taps, width)
+                _flat_columns(xf[n], g * Cg + c0, cn, kernel, dilation, Hp, Wp, e0, width, col)
+                _zero_fake_columns(col, e0, width, Hp, Wp, P1, P2)
+                for k0 in range(0, Kg, kb):
+                    kn = min(kb, Kg - k0)
+                    dye = ws[tid, colsz:colsz + kn * width].reshape(kn, width)
+                    _extend_rows(dy[n], g * Kg + k0, kn, Hp, Wp, e0, width, dye)
+                    gemm(fn, tl, False, True, kn, cn * taps, width, 1.0, dye, width, col, width, 1.0,
+                         partial[slot, g, k0:, c0 * taps:], rows)
 
 
 @njit(parallel=True, cache=True)
-def _dgrad_flat(fn, tl, dy, w2, gxp, kernel, dilation, groups, chunk, cblock, ws):
-    """Unit stride over the flattened padded box: per chunk, col = W_g[:, block]^T
-    @ dY_ext, then each column row is added back with one contiguous add.
-    Iteration = (n, group, channel block): it owns those gxp planes."""
+def _dgrad_flat(fn, tl, dy, w2, gxp, kernel, dilation, groups, chunk, cblock, kb, ws):
+    """Unit stride over the flattened padded box: per chunk, col = sum over
+    output-channel blocks of W_g[kblock, cblock]^T @ dY_ext[kblock], its fake
+    columns zeroed, then each column row is added back with one contiguous
+    add.  Iteration = (n, group, channel block): it owns those gxp planes."""
     N, C = gxp.shape[0], gxp.shape[1]
     Dp, Hp, Wp = gxp.shape[2], gxp.shape[3], gxp.shape[4]
     K = dy.shape[1]
@@ -369,6 +436,7 @@ def _dgrad_flat(fn, tl, dy, w2, gxp, kernel, dilation, groups, chunk, cblock, ws
     nch = (E + chunk - 1) // chunk
     gf = gxp.reshape(N, C, Dp * plane)
     ncb = (Cg + cblock - 1) // cblock
+    colsz = min(cblock, Cg) * taps * chunk
     for job in prange(N * groups * ncb):
         cb = job % ncb
         g = (job // ncb) % groups
@@ -383,9 +451,13 @@ def _dgrad_flat(fn, tl, dy, w2, gxp, kernel, dilation, groups, chunk, cblock, ws
             e0 = ch * chunk
             width = min(E, e0 + chunk) - e0
             col = ws[tid, :rows * width].reshape(rows, width)
-            dye = ws[tid, cblock * taps * chunk:cblock * taps * chunk + Kg * width].reshape(Kg, width)
-            _extend_rows(dy[n], g * Kg, Kg, Hp, Wp, e0, width, dye)
-            gemm(fn, tl, True, False, rows, width, Kg, 1.0, w2[g * Kg:, c0 * taps:], rows_g, dye, width, 0.0, col, width)
+            for k0 in range(0, Kg, kb):
+                kn = min(kb, Kg - k0)
+                dye = ws[tid, colsz:colsz + kn * width].reshape(kn, width)
+                _extend_rows(dy[n], g * Kg + k0, kn, Hp, Wp, e0, width, dye)
+                gemm(fn, tl, True, False, rows, width, kn, 1.0, w2[g * Kg + k0:, c0 * taps:], rows_g, dye, width,
+                     0.0 if k0 == 0 else 1.0, col, width)
+            _zero_fake_columns(col, e0, width, Hp, Wp, P1, P2)
             row = 0
             for c in range(cn):
                 dst = gf[n, g * Cg + c0 + c]
@@ -399,119 +471,153 @@ def _dgrad_flat(fn, tl, dy, w2, gxp, kernel, dilation, groups, chunk, cblock, ws
                                 d[l] += src[l]
                             row += 1
 
-_scratch = threading.local()
+
+# ---- tiling: the one place sizes are chosen ----------------------------------------
+class Tiling(NamedTuple):
+    """How a kernel problem is cut (see the module docstring)."""
+
+    flat: bool        # unit stride over the flattened padded box
+    pointwise: bool   # 1x1, unit stride, no padding: no columns at all
+    cb: int           # input channels per column block (dgrad: per parallel iteration)
+    kb: int           # output channels per block of the flat temporaries
+    step: int         # flat: positions per chunk; strided: output rows (of P2) per chunk
+    per_thread: int   # workspace elements per thread
+    slots: int        # wgrad partial-sum slots (1 otherwise)
 
 
-def _workspace(per_thread: int, dtype) -> np.ndarray:
-    """(threads, per_thread) scratch reused across calls on this Python thread
-    (so the columns are not page-faulted in anew on every call)."""
-    threads = numba.config.NUMBA_NUM_THREADS  # thread ids range over the whole pool
-    key = np.dtype(dtype).str
-    store = _scratch.__dict__.setdefault("buffers", {})
-    buf = store.get(key)
-    if buf is None or buf.shape[0] < threads or buf.shape[1] < per_thread:
-        buf = store[key] = np.empty((max(threads, 1), max(per_thread, 1)), dtype)
-    return buf
+def _threads() -> int:
+    """Workspace rows: Numba thread ids range over the whole pool."""
+    return max(1, numba.config.NUMBA_NUM_THREADS)
 
 
-def _plan(g, rows: int):
-    """Output rows per chunk, and whether columns are skipped (1x1, stride 1, no padding)."""
-    pointwise = g.kernel == (1, 1, 1) and g.stride == (1, 1, 1) and g.pad == (0, 0, 0) and g.in_size == g.out_size
-    per_unit = rows * g.out_size[2] * g.dtype.itemsize
-    budget = min(config.cpu_chunk_bytes, config.cpu_workspace_bytes)
-    upc = max(1, min(budget // max(per_unit, 1), g.out_size[0] * g.out_size[1]))
-    return upc, pointwise
+def _tiling(q) -> "Tiling | str":
+    """The tiling of kernel problem ``q``, or why none fits the workspace cap."""
+    itemsize = np.dtype(q.dtype).itemsize
+    taps = math.prod(q.kernel)
+    cg, kg = q.c_in // q.groups, q.c_out // q.groups
+    P0, P1, P2 = q.out_size
+    units = P0 * P1
+    threads = _threads()
+    if q.is_empty:  # never run (dispatch answers empty problems); nothing to tile
+        return Tiling(False, False, 1, 1, 1, 0, 1)
+    budget = min(config.cpu_chunk_bytes, config.cpu_workspace_bytes // threads) // itemsize
+    pointwise = q.kernel == (1, 1, 1) and q.stride == (1, 1, 1) and q.pad_lo == (0, 0, 0) and q.in_size == q.out_size
+    flat = q.stride == (1, 1, 1) and not pointwise
+    cb, kb = cg, kg
+    if q.op == "dgrad":  # enough parallel iterations, decided by the problem alone
+        jobs = q.n * q.groups
+        if jobs < config.cpu_dgrad_min_jobs:
+            cb = max(1, -(-cg // -(-config.cpu_dgrad_min_jobs // jobs)))
+    if flat:
+        box = q.input_extent
+        total = (P0 - 1) * box[1] * box[2] + (P1 - 1) * box[2] + P2
+        want = min(total, config.cpu_min_chunk_positions)
+        if (cb * taps + kb) * want > budget:
+            kb = max(1, min(kb, budget // want - cb * taps))
+        if (cb * taps + kb) * want > budget:
+            cb = max(1, min(cb, (budget // want - kb) // taps))
+        step = min(total, budget // (cb * taps + kb))
+        if step < 1:
+            return (f"one column block (one channel x {taps} taps, plus one output channel) needs "
+                    f"{(taps + 1) * itemsize} bytes per thread, over the workspace cap's share "
+                    f"{budget * itemsize} (config.cpu_workspace_bytes / {threads} threads)")
+        per_thread = (cb * taps + kb) * step
+        chunks = -(-total // step)
+    elif pointwise:
+        per_thread = 0
+        step = max(1, min(units, budget // max(cg * P2, 1)))
+        chunks = -(-units // step)
+    else:
+        if cb * taps * P2 > budget:
+            cb = budget // (taps * P2)
+        if cb < 1:
+            return (f"one column block (one channel x {taps} taps x one output row of {P2}) needs "
+                    f"{taps * P2 * itemsize} bytes per thread, over the workspace cap's share {budget * itemsize} "
+                    f"(config.cpu_workspace_bytes / {threads} threads)")
+        step = min(units, budget // (cb * taps * P2))
+        per_thread = cb * taps * P2 * step
+        chunks = -(-units // step)
+    slots = 1
+    if q.op == "wgrad":  # slot 0 is the result's accumulator; the others count as workspace
+        spare = config.cpu_workspace_bytes // itemsize - threads * per_thread
+        slots = max(1, min(config.cpu_wgrad_max_slots, q.n * q.groups * chunks, 1 + spare // (q.c_out * cg * taps)))
+    return Tiling(flat, pointwise, cb, kb, step, per_thread, slots)
 
 
-def _flat_extent(g):
-    """Padded box the unit-stride outputs read: (P - 1) + d*(k - 1) + 1 per dim."""
-    return tuple(o - 1 + d * (k - 1) + 1 for o, d, k in zip(g.out_size, g.dilation, g.kernel))
+def workspace_bytes(problem) -> int:
+    """Columns and temporaries of every thread, plus wgrad's extra partial-sum
+    slots.  Not counted: the zero-padded copy of the input (or of the input
+    gradient) the flat layout works on, which is the size of the operand."""
+    q = kernel_problem(problem)
+    t = _tiling(q)
+    if isinstance(t, str):
+        return 0
+    extra_slots = (t.slots - 1) * q.c_out * (q.c_in // q.groups) * math.prod(q.kernel)
+    return (_threads() * t.per_thread + extra_slots) * np.dtype(q.dtype).itemsize
 
 
-def _flat(g, pointwise) -> bool:
-    """Unit stride (and not a plain 1x1): the flattened-box path applies."""
-    return g.stride == (1, 1, 1) and not pointwise and 0 not in g.out_size
+def _supports(problem):
+    t = _tiling(kernel_problem(problem))
+    return [t] if isinstance(t, str) else []
 
 
-def _flat_chunk(g, rows) -> int:
-    budget = min(config.cpu_chunk_bytes, config.cpu_workspace_bytes)
-    return max(_flat_extent(g)[2], budget // (rows * g.dtype.itemsize))
+def _plan(q):
+    t = _tiling(q)
+    assert not isinstance(t, str), t  # supports() declined this problem
+    return t, np.empty((_threads(), max(t.per_thread, 1)), q.dtype)
 
 
-def fwd(g, x, w, bias):
-    rows = (g.c // g.groups) * math.prod(g.kernel)
-    upc, pointwise = _plan(g, rows)
-    y = np.empty(g.y_shape, g.dtype)
-    kg = g.k // g.groups
+def fwd(q, x, w, bias):
+    t, ws = _plan(q)
+    y = np.empty(q.y_shape, x.dtype)
+    w2 = w.reshape(q.c_out, -1)
     with single_threaded_blas:
-        if _flat(g, pointwise):
-            xp = np.empty((g.n, g.c) + _flat_extent(g), g.dtype)
-            _box_copy(x, xp, g.pad, True)
-            chunk = _flat_chunk(g, rows)
-            ws = _workspace((rows + kg) * chunk, g.dtype)
-            _fwd_flat(gemm_for(g.dtype), THREADS_LOCAL, xp, w.reshape(g.k, rows), bias, y, g.kernel, g.dilation, g.groups, chunk, ws)
-            return y
-        ws = _workspace(0 if pointwise else rows * upc * g.out_size[2], g.dtype)
-        _fwd(gemm_for(g.dtype), THREADS_LOCAL, x, w.reshape(g.k, rows), bias, y, g.kernel, g.stride, g.dilation, g.pad,
-             g.groups, upc, pointwise, ws)
+        if t.flat:
+            xp = np.empty((q.n, q.c_in) + q.input_extent, x.dtype)
+            _box_copy(x, xp, q.pad_lo, True)
+            _fwd_flat(gemm_for(x.dtype), THREADS_LOCAL, xp, w2, bias, y, q.kernel, q.dilation, q.groups, t.step, t.cb,
+                      t.kb, ws)
+        else:
+            _fwd(gemm_for(x.dtype), THREADS_LOCAL, x, w2, bias, y, q.kernel, q.stride, q.dilation, q.pad_lo, q.groups,
+                 t.step, t.cb, t.pointwise, ws)
     return y
 
 
-def dgrad(g, dy, w, bias):
-    taps = math.prod(g.kernel)
-    cg = g.c // g.groups
-    kg = g.k // g.groups
-    # channel blocks: enough parallel iterations, decided by the problem alone
-    cblock = cg if g.n * g.groups >= 8 else max(1, -(-cg // -(-8 // (g.n * g.groups))))
-    upc, pointwise = _plan(g, cblock * taps)
-    w2 = w.reshape(g.k, cg * taps)
+def dgrad(q, dy, w, bias):
+    t, ws = _plan(q)
+    w2 = w.reshape(q.c_out, -1)
     with single_threaded_blas:
-        if _flat(g, pointwise):
-            box = _flat_extent(g)
-            gxp = np.empty((g.n, g.c) + box, g.dtype)
-            chunk = _flat_chunk(g, cblock * taps)
-            ws = _workspace((cblock * taps + kg) * chunk, g.dtype)
-            _dgrad_flat(gemm_for(g.dtype), THREADS_LOCAL, dy, w2, gxp, g.kernel, g.dilation, g.groups, chunk, cblock, ws)
-            dx = np.empty(g.x_shape, g.dtype)
-            _box_copy(dx, gxp, g.pad, False)
+        if t.flat:
+            gxp = np.empty((q.n, q.c_in) + q.input_extent, dy.dtype)
+            _dgrad_flat(gemm_for(dy.dtype), THREADS_LOCAL, dy, w2, gxp, q.kernel, q.dilation, q.groups, t.step, t.cb,
+                        t.kb, ws)
+            dx = np.empty(q.x_shape, dy.dtype)
+            _box_copy(dx, gxp, q.pad_lo, False)
         else:
-            dx = np.zeros(g.x_shape, g.dtype)
-            ws = _workspace(0 if pointwise else cblock * taps * upc * g.out_size[2], g.dtype)
-            _dgrad(gemm_for(g.dtype), THREADS_LOCAL, dy, w2, dx, g.kernel, g.stride, g.dilation, g.pad, g.groups, upc, cblock,
-                   pointwise, ws)
+            dx = np.zeros(q.x_shape, dy.dtype)
+            _dgrad(gemm_for(dy.dtype), THREADS_LOCAL, dy, w2, dx, q.kernel, q.stride, q.dilation, q.pad_lo,
+                   q.groups, t.step, t.cb, t.pointwise, ws)
     if bias.size:
         dx += bias.reshape((-1,) + (1,) * 3)
     return dx
 
 
-def wgrad(g, x, dy):
-    rows = (g.c // g.groups) * math.prod(g.kernel)
-    kg = g.k // g.groups
-    upc, pointwise = _plan(g, rows)
-    flat = _flat(g, pointwise)
-    if flat:
-        chunk = _flat_chunk(g, rows)
-        e_total = (g.out_size[0] - 1) * math.prod(_flat_extent(g)[1:]) + (g.out_size[1] - 1) * _flat_extent(g)[2] \
-            + g.out_size[2]
-        chunks = g.n * -(-e_total // chunk) * g.groups
-    else:
-        chunks = g.n * -(-(g.out_size[0] * g.out_size[1]) // upc) * g.groups
-    dw_bytes = g.k * rows * g.dtype.itemsize
-    slots = max(1, min(16, chunks, config.cpu_workspace_bytes // max(dw_bytes, 1)))
-    partial = np.zeros((slots, g.groups, kg, rows), g.dtype)
+def wgrad(q, x, dy):
+    t, ws = _plan(q)
+    rows = (q.c_in // q.groups) * math.prod(q.kernel)
+    partial = np.zeros((t.slots, q.groups, q.c_out // q.groups, rows), x.dtype)
     with single_threaded_blas:
-        if flat:
-            xp = np.empty((g.n, g.c) + _flat_extent(g), g.dtype)
-            _box_copy(x, xp, g.pad, True)
-            ws = _workspace((rows + kg) * chunk, g.dtype)
-            _wgrad_flat(gemm_for(g.dtype), THREADS_LOCAL, xp, dy, partial, g.kernel, g.dilation, g.groups, chunk, ws)
+        if t.flat:
+            xp = np.empty((q.n, q.c_in) + q.input_extent, x.dtype)
+            _box_copy(x, xp, q.pad_lo, True)
+            _wgrad_flat(gemm_for(x.dtype), THREADS_LOCAL, xp, dy, partial, q.kernel, q.dilation, q.groups, t.step,
+                        t.cb, t.kb, ws)
         else:
-            ws = _workspace(0 if pointwise else rows * upc * g.out_size[2], g.dtype)
-            _wgrad(gemm_for(g.dtype), THREADS_LOCAL, x, dy, partial, g.kernel, g.stride, g.dilation, g.pad, g.groups, upc,
-                   pointwise, ws)
-    return np.add.reduce(partial, axis=0).reshape(g.w_shape)
+            _wgrad(gemm_for(x.dtype), THREADS_LOCAL, x, dy, partial, q.kernel, q.stride, q.dilation, q.pad_lo,
+                   q.groups, t.step, t.cb, t.pointwise, ws)
+    return np.add.reduce(partial, axis=0).reshape(q.w_shape)
 
 
 KERNELS = Kernels(fwd, dgrad, wgrad)
-register_algorithm("im2col", KERNELS, priority=40,
+register_algorithm("im2col", KERNELS, supports=_supports, workspace_bytes=workspace_bytes,
                    description="Numba im2col/col2im + BLAS GEMM per worker, chunked under the workspace cap")

@@ -1,11 +1,13 @@
 """``polyphase``: strided convolution as a sum of stride-1 convolutions of
-the input's stride phases (phases.py), so the core kernels run unit-stride
-work that vectorizes and no output is computed only to be discarded.
+the input's stride phases (``ConvProblem.stride_phase_problems``), so the
+sub-problems run unit-stride work that vectorizes and no output is computed
+only to be discarded.
 
     fwd    y = sum over phase combinations f of conv(x_f, w_f)     (in phase order)
     wgrad  dw[taps of f] = wgrad(x_f, dy)                          (each tap in one phase)
 
-dgrad of a strided convolution is the ``subpixel`` algorithm.
+dgrad of a strided convolution is the ``subpixel`` algorithm.  Each
+sub-problem runs on the implementation ``select`` picks for it.
 """
 
 from __future__ import annotations
@@ -13,18 +15,18 @@ from __future__ import annotations
 import numpy as np
 
 from .common import Kernels, register_algorithm
-from .phases import core, phase_combinations, phase_view, phase_weight, zero_padded
-
-_NO_BIAS = None
+from .phases import phase_index, phase_weight, run_subproblem, stride_subproblems, zero_padded
 
 
-def fwd(g, x, w, bias):
-    xp = zero_padded(x, g)
+def _phase_input(xp, combo, q, sub):
+    return np.ascontiguousarray(xp[phase_index(combo, q.stride, sub.in_size)])
+
+
+def fwd(q, x, w, bias):
+    xp = zero_padded(x, q)
     y = None
-    for combo, sub in phase_combinations(g):
-        xs = np.ascontiguousarray(xp[phase_view(xp, combo, g.stride)][(slice(None), slice(None)) +
-                                                                       tuple(slice(0, i) for i in sub.in_size)])
-        part = core(sub).fwd(sub, xs, phase_weight(w, combo), bias if y is None else bias[:0])
+    for combo, sub in q.stride_phase_problems():
+        part = run_subproblem(sub, _phase_input(xp, combo, q, sub), phase_weight(w, combo), bias if y is None else None)
         if y is None:
             y = part
         else:
@@ -32,13 +34,12 @@ def fwd(g, x, w, bias):
     return y
 
 
-def wgrad(g, x, dy):
-    xp = zero_padded(x, g)
-    dw = np.zeros(g.w_shape, g.dtype)
-    for combo, sub in phase_combinations(g):
-        xs = np.ascontiguousarray(xp[phase_view(xp, combo, g.stride)][(slice(None), slice(None)) +
-                                                                       tuple(slice(0, i) for i in sub.in_size)])
-        dw[np.ix_(range(g.k), range(g.c // g.groups), *[ph.taps for ph in combo])] = core(sub).wgrad(sub, xs, dy)
+def wgrad(q, x, dy):
+    xp = zero_padded(x, q)
+    dw = np.zeros(q.w_shape, x.dtype)
+    for combo, sub in q.stride_phase_problems():
+        dw[np.ix_(range(q.c_out), range(q.c_in // q.groups), *[ph.taps for ph in combo])] = \
+            run_subproblem(sub, _phase_input(xp, combo, q, sub), dy)
     return dw
 
 
@@ -52,5 +53,5 @@ def _declines(p):
     return ["im2col/depthwise handle strides directly at least as fast (measured)"]
 
 
-register_algorithm("polyphase", Kernels(fwd, None, wgrad), supports=_supports, declines=_declines, priority=60,
-                   description="strided fwd/wgrad as stride-1 phase sub-problems")
+register_algorithm("polyphase", Kernels(fwd, None, wgrad), supports=_supports, declines=_declines,
+                   subproblems=stride_subproblems, description="strided fwd/wgrad as stride-1 phase sub-problems")

@@ -23,9 +23,12 @@ FASTMATH = set(config.cpu_fastmath)
 
 @njit(inline="always")
 def valid_range(offset, stride, size, count):
-    """[lo, hi) of q in [0, count) with 0 <= q*stride + offset < size."""
+    """[lo, hi) of q in [0, count) with 0 <= q*stride + offset < size; never
+    reversed (0 <= lo <= hi <= count), so slices built from it are empty,
+    not wrapped, when no q qualifies."""
     lo = 0 if offset >= 0 else (-offset + stride - 1) // stride
     hi = (size - offset + stride - 1) // stride if size > offset else 0
+    lo = min(lo, count)
     return lo, min(max(hi, lo), count)
 
 

@@ -5,28 +5,25 @@ With stride 1 and dilation d (per dim), output o = d*o' + f reads
 xp[d*(o' + r) + f] = x_f[o' + r] with x_f = xp[f::d]: every output phase f
 is an undilated convolution of input phase f.  The padded input (extended
 with zeros to a multiple of d) is rearranged so the d^3 phases become batch
-entries, the core runs once, and the result is rearranged back:
+entries (``ConvProblem.dilation_batch_problem``), the sub-problem runs once
+(on the implementation ``select`` picks), and the result is rearranged back:
 
-    fwd    y phases   = conv(x phases, w)
-    dgrad  dx phases  = dgrad(dy phases, w)     (dy phases padded with zeros past P)
+    fwd    y phases   = conv(x phases, w)          (outputs past P dropped)
+    dgrad  dx phases  = dgrad(dy phases, w)
     wgrad  dw         = wgrad(x phases, dy phases): the batch sum covers the phases
+
+The batch needs every phase to have the same number of outputs; for dgrad
+and wgrad that means P a multiple of d (a zero standing in for a missing
+output gradient would multiply real operands: 0 * inf), so they are
+declined otherwise.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .common import Kernels, register_algorithm
-from .phases import core, crop_padding, zero_padded
-
-
-def _plan(g):
-    """Phase-batch geometry: input per phase ceil(extent/d), output ceil(P/d)."""
-    d = g.dilation
-    out = tuple(-(-o // di) for o, di in zip(g.out_size, d))
-    inp = tuple(o + k - 1 for o, k in zip(out, g.kernel))
-    sub = g._replace(n=g.n * d[0] * d[1] * d[2], in_size=inp, out_size=out, dilation=(1, 1, 1), pad=(0, 0, 0))
-    return sub
+from .common import Kernels, kernel_problem, register_algorithm
+from .phases import crop_padding, run_subproblem, zero_padded
 
 
 def _to_batch(a, d, size):
@@ -48,28 +45,27 @@ def _from_batch(b, d, n, size):
     return np.ascontiguousarray(full[(slice(None), slice(None)) + tuple(slice(0, e) for e in size)])
 
 
-def fwd(g, x, w, bias):
-    sub = _plan(g)
-    xb = _to_batch(zero_padded(x, g), g.dilation, sub.in_size)
-    return _from_batch(core(sub).fwd(sub, xb, w, bias), g.dilation, g.n, g.out_size)
+def fwd(q, x, w, bias):
+    sub = q.dilation_batch_problem()
+    xb = _to_batch(zero_padded(x, q), q.dilation, sub.in_size)
+    return _from_batch(run_subproblem(sub, xb, w, bias), q.dilation, q.n, q.out_size)
 
 
-def dgrad(g, dy, w, bias):
-    sub = _plan(g)
-    dyb = _to_batch(dy, g.dilation, sub.out_size)
-    extent = tuple((o - 1) + d * (k - 1) + 1 if o else 0 for o, d, k in zip(g.out_size, g.dilation, g.kernel))
-    gxp = _from_batch(core(sub).dgrad(sub, dyb, w, bias[:0]), g.dilation, g.n, extent)
-    dx = crop_padding(gxp, g)
+def dgrad(q, dy, w, bias):
+    sub = q.dilation_batch_problem()
+    dyb = _to_batch(dy, q.dilation, sub.out_size)
+    gxp = _from_batch(run_subproblem(sub, dyb, w), q.dilation, q.n, q.input_extent)
+    dx = crop_padding(gxp, q)
     if bias.size:
         dx += bias.reshape((-1,) + (1,) * 3)
     return dx
 
 
-def wgrad(g, x, dy):
-    sub = _plan(g)
-    xb = _to_batch(zero_padded(x, g), g.dilation, sub.in_size)
-    dyb = _to_batch(dy, g.dilation, sub.out_size)
-    return core(sub).wgrad(sub, xb, dyb)
+def wgrad(q, x, dy):
+    sub = q.dilation_batch_problem()
+    xb = _to_batch(zero_padded(x, q), q.dilation, sub.in_size)
+    dyb = _to_batch(dy, q.dilation, sub.out_size)
+    return run_subproblem(sub, xb, dyb)
 
 
 def _supports(p):
@@ -78,6 +74,9 @@ def _supports(p):
         reasons.append("no dilation: nothing to skip")
     if any(s > 1 for s in p.stride):
         reasons.append(f"stride {p.stride}: phases of a strided dilated conv are not batched here (use polyphase)")
+    if p.op != "fwd" and any(o % d for o, d in zip(p.out_size, p.dilation)):
+        reasons.append(f"output size {p.out_size} is not a multiple of the dilation {p.dilation}: the phases "
+                       f"differ in size, and a stand-in zero gradient would multiply real operands")
     return reasons
 
 
@@ -86,5 +85,10 @@ def _declines(p):
             "layer measured (bench/results)"]
 
 
-register_algorithm("space_to_batch", Kernels(fwd, dgrad, wgrad), supports=_supports, declines=_declines, priority=45,
+def _subproblems(p):
+    return [kernel_problem(p).dilation_batch_problem()]
+
+
+register_algorithm("space_to_batch", Kernels(fwd, dgrad, wgrad), supports=_supports, declines=_declines,
+                   subproblems=_subproblems,
                    description="dilated conv as an undilated conv over a batch of phase sub-images")

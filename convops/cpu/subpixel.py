@@ -2,9 +2,11 @@
 convolution) without multiplying the zeros a transposed convolution inserts.
 
 Each stride phase of the padded input gradient is the stride-1 dgrad of its
-phase sub-problem (phases.py): gx_f[h] = sum over the phase's taps of
-dy[h - shift_r] * w[r].  Phases own disjoint positions, so each is written
-once; phases with no tap stay zero.  Then the zero padding is cropped.
+phase sub-problem (``ConvProblem.stride_phase_problems``): gx_f[h] = sum over
+the phase's taps of dy[h - shift_r] * w[r].  Phases own disjoint positions,
+so each is written once; phases with no tap stay zero.  Then the zero
+padding is cropped.  Each sub-problem runs on the implementation ``select``
+picks for it.
 """
 
 from __future__ import annotations
@@ -12,16 +14,14 @@ from __future__ import annotations
 import numpy as np
 
 from .common import Kernels, register_algorithm
-from .phases import core, crop_padding, extent, phase_combinations, phase_view, phase_weight
+from .phases import crop_padding, phase_index, phase_weight, run_subproblem, stride_subproblems
 
 
-def dgrad(g, dy, w, bias):
-    gxp = np.zeros((g.n, g.c) + extent(g), g.dtype)
-    for combo, sub in phase_combinations(g):
-        part = core(sub).dgrad(sub, dy, phase_weight(w, combo), bias[:0])
-        target = gxp[phase_view(gxp, combo, g.stride)]
-        target[(slice(None), slice(None)) + tuple(slice(0, i) for i in sub.in_size)] = part
-    dx = crop_padding(gxp, g)
+def dgrad(q, dy, w, bias):
+    gxp = np.zeros((q.n, q.c_in) + q.input_extent, dy.dtype)
+    for combo, sub in q.stride_phase_problems():
+        gxp[phase_index(combo, q.stride, sub.in_size)] = run_subproblem(sub, dy, phase_weight(w, combo))
+    dx = crop_padding(gxp, q)
     if bias.size:
         dx += bias.reshape((-1,) + (1,) * 3)
     return dx
@@ -36,5 +36,6 @@ def _declines(p):
             "(bench/results)"]
 
 
-register_algorithm("subpixel", Kernels(None, dgrad, None), supports=_supports, declines=_declines, priority=30,
+register_algorithm("subpixel", Kernels(None, dgrad, None), supports=_supports, declines=_declines,
+                   subproblems=stride_subproblems,
                    description="strided dgrad / transposed conv as stride-1 phase sub-problems")
