@@ -20,6 +20,7 @@ which registers its implementations.
 from __future__ import annotations
 
 import importlib
+import threading
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -103,6 +104,7 @@ BACKENDS = {
 _implementations: list[Implementation] = []
 _unavailable: dict[str, str] = {}
 _loaded = False
+_load_lock = threading.RLock()  # reentrant: a backend module may query the registry
 
 
 def register(impl: Implementation) -> Implementation:
@@ -117,19 +119,24 @@ def register(impl: Implementation) -> Implementation:
 
 
 def _load():
+    """Import every backend's module (which registers its implementations),
+    once; other threads wait until it is done."""
     global _loaded
     if _loaded:
         return
-    _loaded = True
-    for backend in BACKENDS.values():
-        try:
-            module = importlib.import_module(backend.module)
-        except ImportError as e:
-            _unavailable[backend.name] = f"cannot import {backend.module}: {e}"
-            continue
-        reason = getattr(module, "unavailable_reason", lambda: None)()
-        if reason:
-            _unavailable[backend.name] = reason
+    with _load_lock:
+        if _loaded:
+            return
+        for backend in BACKENDS.values():
+            try:
+                module = importlib.import_module(backend.module)
+            except ImportError as e:
+                _unavailable[backend.name] = f"cannot import {backend.module}: {e}"
+                continue
+            reason = getattr(module, "unavailable_reason", lambda: None)()
+            if reason:
+                _unavailable[backend.name] = reason
+        _loaded = True
 
 
 def implementations(op: Optional[str] = None, backend: Optional[str] = None) -> list[Implementation]:

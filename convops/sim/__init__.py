@@ -7,9 +7,10 @@
 Errors derive from :class:`SimError`.
 """
 
-from .errors import (SimArgumentError, SimBarrierError, SimCompileError, SimError, SimLaunchError,
-                     SimOutOfBoundsError, SimRaceError)
+from .errors import (SimArgumentError, SimAssertError, SimBarrierError, SimCompileError, SimError, SimFaultError,
+                     SimLaunchError, SimOutOfBoundsError, SimRaceError, SimStackOverflowError, SimTimeoutError)
 from .module import SimKernel, SimModule
 
 __all__ = ["SimModule", "SimKernel", "SimError", "SimCompileError", "SimArgumentError", "SimLaunchError",
-           "SimOutOfBoundsError", "SimBarrierError", "SimRaceError"]
+           "SimOutOfBoundsError", "SimBarrierError", "SimRaceError", "SimFaultError", "SimAssertError",
+           "SimStackOverflowError", "SimTimeoutError"]
