@@ -155,6 +155,7 @@ struct Block {
   uint3 bid;
   uint32_t linear = 0;
   uint32_t epoch = 0;
+  bool warp_synced = true;  // a warp operation completed: the vector clocks need resetting
   Thread* threads = nullptr;
   void* scheduler_sp = nullptr;
 };
@@ -364,6 +365,7 @@ static bool release_warps(Block& b, unsigned n) {
           u.state = READY;
         }
       any = true;
+      b.warp_synced = true;
     }
   }
   return any;
@@ -676,9 +678,12 @@ static void run_blocks(Launch& L, Slot& s) {
              unsigned(id / ((unsigned long)L.grid.x * L.grid.y))};
     b.linear = (uint32_t)id;
     b.epoch = 0;
-    for (unsigned i = 0; i < L.nthreads; ++i) {
-      for (int l = 0; l < 32; ++l) threads[i].vc[l] = 0;
-      threads[i].vc[i & 31] = 1;
+    if (b.warp_synced) {  // clocks only move at warp operations
+      for (unsigned i = 0; i < L.nthreads; ++i) {
+        for (int l = 0; l < 32; ++l) threads[i].vc[l] = 0;
+        threads[i].vc[i & 31] = 1;
+      }
+      b.warp_synced = false;
     }
     fill_shared(s, L);
     run_block(b);
