@@ -59,6 +59,12 @@ TINY = [
     fwd(1, 2, 4, (4, 5, 4), 2, stride=(2, 1, 2), dilation=(1, 2, 1), groups=2, mode="reflect", padding=1),
     fwd(1, 3, 3, 11, 3, stride=2, padding=1, dtype="float64"),
     fwd(1, 3, 3, (7, 7), 3, padding=1, dtype="float16"),
+    # dilated, output a multiple of the dilation (every dilation phase the same size)
+    fwd(1, 2, 3, 12, 3, dilation=3, padding=3),
+    fwd(2, 4, 4, (9, 12), (3, 2), dilation=(3, 4), padding=(3, 2), groups=4),
+    # extreme geometry: kernel wider than the input, stride past it, padding larger than it
+    fwd(1, 1, 3, 8, 18, stride=2, padding=5),
+    fwd(1, 1, 1, (1, 8), (1, 7), stride=(2, 1), dilation=(1, 3), padding=(0, 9)),
     transposed(1, 2, 3, 4, 3, stride=2, padding=1, output_padding=1),
     transposed(2, 4, 2, (3, 5), (4, 2), stride=(2, 3), padding=(1, 0), groups=2),
     transposed(1, 2, 2, 5, 3, stride=1, padding=1, output_padding=1, dilation=2),

@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import pytest
@@ -41,7 +42,7 @@ def test_hashable_and_frozen():
     a = problems.fwd(1, 2, 3, 5, 3)
     b = problems.fwd(1, 2, 3, 5, 3)
     assert a == b and hash(a) == hash(b) and len({a, b, a.grad_input()}) == 2
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         a.n = 2
     assert str(a) == "fwd-n1-c2k3-in5-r3-float32"
     assert str(problems.fwd(1, 4, 4, (5, 6), 3, padding=((1, 2), 1), groups=2, mode="reflect")) == \

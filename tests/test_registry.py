@@ -2,6 +2,8 @@
 validation mode.  A fake backend registered for the duration of a test
 exercises the selection logic beside the reference."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -67,9 +69,23 @@ def test_selection_table(fake_backend, problem, expected):
 
 
 def test_select_is_pure(fake_backend):
+    """select depends on its arguments only: it runs nothing, changes nothing,
+    ignores call history, and follows the order it is given."""
     p = problems.fwd(1, 4, 4, (8, 8), 3, padding=1)
-    impls, _ = dispatch.candidates(p, "numpy")
-    assert dispatch.select(p, impls) == dispatch.select(p, impls)
+    impls = [dataclasses.replace(i, run=_boom) for i in dispatch.candidates(p, "numpy")[0]]  # nothing may run
+    first = dispatch.select(p, impls)
+    assert first.chosen.name == "fake/direct"
+    snapshot = list(impls)
+    for other in (problems.fwd(1, 4, 4, (8, 8), 3, stride=2, padding=1), p.grad_input(), p.with_dtype("float16")):
+        dispatch.select(other, dispatch.candidates(other, "numpy")[0])
+    again = dispatch.select(dataclasses.replace(p), list(impls))
+    assert again == first and impls == snapshot
+    reordered = dispatch.select(p, impls[::-1])
+    assert reordered.chosen is impls[-1] and reordered.chosen is not first.chosen
+
+
+def _boom(*args):
+    raise AssertionError("select ran an implementation")
 
 
 def test_declined_candidate_still_runs_when_forced(fake_backend):
@@ -143,3 +159,18 @@ def test_duplicate_registration_rejected():
     impl = co.implementations(op="fwd", backend="numpy")[0]
     with pytest.raises(ValueError, match="already registered"):
         registry.register(impl)
+
+
+def test_explain_shows_the_phase_subproblems():
+    """polyphase/subpixel/space_to_batch hand their phases to select, and the plan shows each."""
+    x, w = np.ones((1, 4, 9, 9), np.float32), np.ones((4, 4, 3, 3), np.float32)
+    plan = co.explain(x, w, stride=2, padding=1, algorithm="polyphase")
+    assert plan.chosen.name == "numba/polyphase" and len(plan.parts) == 4  # 2 x 2 stride phases of a 3x3 kernel
+    assert {part.chosen.name for part in plan.parts} == {"numba/im2col"}
+    assert all(part.problem.stride == (1, 1, 1) for part in plan.parts)
+    text = str(plan)
+    assert "sub-problem 1 of 4:" in text and "-> numba/im2col" in text
+    plan = co.explain(x, np.ones((4, 1, 3, 3), np.float32), groups=4, dilation=2, padding=2, algorithm="space_to_batch",
+                      op="conv")
+    assert len(plan.parts) == 1 and plan.parts[0].chosen.name == "numba/depthwise"
+    assert plan.parts[0].problem.n == 4  # the 2 x 2 dilation phases as a batch

@@ -9,7 +9,8 @@ held at one thread for the duration of a convops call.
 
 OpenBLAS's run-time CPU detection (0.3.30) treats AMD Zen 4/5 as Haswell
 and uses AVX2 kernels at half the AVX-512 speed.  If SciPy's BLAS is not
-loaded yet, ``CONVOPS_OPENBLAS_CORETYPE=<name>`` loads it with those kernels;
+loaded yet, ``config.openblas_coretype`` (``CONVOPS_OPENBLAS_CORETYPE=<name>``)
+loads it with those kernels;
 by default (``auto``) it gets the SkylakeX kernels when the CPU has the
 AVX-512 subsets they need and the user set no ``OPENBLAS_CORETYPE`` (an
 explicit ``OPENBLAS_CORETYPE`` is respected; ``none`` turns this off).  The
@@ -27,6 +28,8 @@ from numba import njit
 
 import numpy as np
 
+from .. import config
+
 _AVX512 = ("avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512cd")
 
 
@@ -42,10 +45,11 @@ def _cpu_flags() -> set:
 
 
 def _load_scipy_blas():
-    """Import SciPy's BLAS, choosing its OpenBLAS kernels: an explicit
-    ``CONVOPS_OPENBLAS_CORETYPE`` wins; under ``auto`` (the default) SkylakeX
-    when the user set no ``OPENBLAS_CORETYPE`` and the CPU has AVX-512."""
-    choice = os.environ.get("CONVOPS_OPENBLAS_CORETYPE", "auto")
+    """Import SciPy's BLAS, choosing its OpenBLAS kernels
+    (``config.openblas_coretype``): an explicit core name wins; under ``auto``
+    (the default) SkylakeX when the user set no ``OPENBLAS_CORETYPE`` and the
+    CPU has AVX-512."""
+    choice = config.openblas_coretype
     override = None
     if "scipy.linalg.cython_blas" not in sys.modules:
         if choice not in ("auto", "none", ""):
