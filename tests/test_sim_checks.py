@@ -435,3 +435,18 @@ def test_read_only_array_written_by_a_kernel(k):
     y.setflags(write=False)
     with pytest.raises(sim.SimArgumentError, match=r"twice wrote to argument 1, a read-only array"):
         k("twice")((1,), (4,), (np.ones(4, np.float32), y, np.int32(4)))
+
+
+def test_launches_from_several_python_threads(module):
+    """Each concurrent launch takes its own worker: results as if run one by one."""
+    from concurrent.futures import ThreadPoolExecutor
+    kernel = module.get_function("twice")
+
+    def run(seed):
+        x = np.random.default_rng(seed).standard_normal(5000).astype(np.float32)
+        y = np.zeros_like(x)
+        kernel((20,), (256,), (x, y, np.int32(5000)))
+        return np.array_equal(y, 2 * x)
+
+    with ThreadPoolExecutor(4) as pool:
+        assert all(pool.map(run, range(12)))

@@ -173,13 +173,15 @@ def shared_variables(executable: Path) -> list[tuple[int, int, str | None, str]]
     """Every static ``__shared__`` variable of an executable: (offset in the TLS
     block, size, the function that declares it or None at namespace scope, its
     name), from its symbol table (a function's local statics are named inside it)."""
-    out = subprocess.run(["readelf", "-sW", str(executable)], capture_output=True, text=True, check=True).stdout
-    rows = [ln.split() for ln in out.splitlines()]
-    rows = [r for r in rows if len(r) >= 8 and r[3] == "TLS" and r[6] != "UND"]
-    if not rows:
-        return []
-    names = subprocess.run(["c++filt"], input="\n".join(r[7] for r in rows), capture_output=True, text=True,
-                           check=True).stdout.splitlines()
+    try:
+        out = subprocess.run(["readelf", "-sW", str(executable)], capture_output=True, text=True, check=True).stdout
+        rows = [ln.split() for ln in out.splitlines()]
+        rows = [r for r in rows if len(r) >= 8 and r[3] == "TLS" and r[6] != "UND"]
+        names = subprocess.run(["c++filt"], input="\n".join(r[7] for r in rows), capture_output=True, text=True,
+                               check=True).stdout.splitlines() if rows else []
+    except (OSError, subprocess.CalledProcessError) as e:
+        raise SimCompileError(f"reading the shared memory layout of {executable} needs binutils' readelf and "
+                              f"c++filt (installed with g++): {e}") from None
     return [(int(r[1], 16), int(r[2], 0), _function_of(name), name) for r, name in zip(rows, names)]
 
 

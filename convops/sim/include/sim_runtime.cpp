@@ -307,7 +307,7 @@ static bool release_warps(Block& b, unsigned n) {
       if (t.state != AT_WARP) continue;
       unsigned group = 0;
       if (t.kind == W_ACTIVEMASK) {  // no sync: the lanes that wait here once none of the warp can run
-        if (ready) continue;
+        if (ready || any) continue;  // (after another release this call, lanes may be about to arrive)
         for (unsigned j = w0; j < end; ++j)
           if (b.threads[j].state == AT_WARP && b.threads[j].kind == W_ACTIVEMASK && b.threads[j].site == t.site)
             group |= 1u << (j - w0);
