@@ -45,7 +45,10 @@ class Implementation:
     """One (op, backend, algorithm).  ``run(problem, a, b, bias)`` computes the
     pass on its two operands (x, w for fwd; dy, w for dgrad; x, dy for wgrad)
     and returns a new array of ``problem.result_shape``; ``bias`` (fwd and
-    dgrad only) is added to every output channel."""
+    dgrad only) is added to every output channel.  ``workspace_bytes(problem)``
+    is the most scratch memory ``run`` holds at once beyond its result and
+    operand-sized copies (padded or converted operands): at most the
+    backend's cap, or ``supports`` says why not."""
 
     op: str
     backend: str

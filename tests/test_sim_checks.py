@@ -220,7 +220,7 @@ def test_worker_crash_is_a_fault(k, module):
     spin = k("endless")
     out = np.zeros(1, np.int32)
     import threading
-    killer = threading.Timer(1.0, lambda: [w.proc.kill() for w in _busy_workers(module)])
+    killer = threading.Timer(1.0, lambda: [w.proc.kill() for w in list(module._pool.busy)])
     killer.start()
     try:
         with pytest.raises(sim.SimFaultError, match=r"endless: the simulator's launch worker was killed by signal "
@@ -229,13 +229,6 @@ def test_worker_crash_is_a_fault(k, module):
     finally:
         killer.cancel()
     _still_works(k)
-
-
-def _busy_workers(module):
-    import gc
-    from convops.sim.worker import Worker
-    return [o for o in gc.get_objects() if isinstance(o, Worker) and o.executable == module.executable
-            and o.alive() and o not in module._pool._idle]
 
 
 # ---- 15. out-of-bounds reads and writes --------------------------------------------------------

@@ -285,13 +285,14 @@ class SimModule:
 
 
 class _WorkerPool:
-    """Idle launch workers of one executable; a launch takes one (or starts
+    """Launch workers of one executable; a launch takes an idle one (or starts
     one), a worker that faulted is discarded, so calls from several Python
     threads run concurrently in separate processes."""
 
     def __init__(self, executable: Path):
         self.executable = executable
         self._idle: list[Worker] = []
+        self.busy: set[Worker] = set()
         self._lock = threading.Lock()
 
     def take(self) -> Worker:
@@ -299,16 +300,26 @@ class _WorkerPool:
             while self._idle:
                 w = self._idle.pop()
                 if w.alive():
+                    self.busy.add(w)
                     return w
                 w.close()
-        return Worker(self.executable, config.sim_stack_bytes)
+        w = Worker(self.executable, config.sim_stack_bytes)
+        with self._lock:
+            self.busy.add(w)
+        return w
 
     def give_back(self, w: Worker) -> None:
-        if not w.alive() or w.stack_bytes != config.sim_stack_bytes:
-            w.close()
-            return
         with self._lock:
-            self._idle.append(w)
+            self.busy.discard(w)
+            if w.alive() and w.stack_bytes == config.sim_stack_bytes:
+                self._idle.append(w)
+                return
+        w.close()
+
+    def discard(self, w: Worker) -> None:
+        with self._lock:
+            self.busy.discard(w)
+        w.close()
 
     def hello(self) -> dict:
         w = self.take()
@@ -319,9 +330,11 @@ class _WorkerPool:
 
     def close(self) -> None:
         with self._lock:
-            for w in self._idle:
-                w.close()
+            workers = self._idle + list(self.busy)
             self._idle.clear()
+            self.busy.clear()
+        for w in workers:
+            w.close()
 
 
 def _dims(name: str, value, limits) -> tuple[int, int, int]:
@@ -507,7 +520,7 @@ class SimKernel:
                         self._order_difference(g, int(np.flatnonzero(first[k] != second)[0]))
             self._stage_out(worker, groups, offsets)
         except BaseException:
-            worker.close()  # a fault ended it (or Ctrl-C / the watchdog): never reused
+            pool.discard(worker)  # a fault ended it (or Ctrl-C / the watchdog): never reused
             raise
         pool.give_back(worker)
 
