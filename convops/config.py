@@ -140,5 +140,9 @@ sim_watchdog_seconds = _env_seconds("CONVOPS_SIM_WATCHDOG", 60.0)
 # Target whose launch limits the simulator enforces when a module's options
 # name none (-arch=sm_XX): "sm_70", "sm_80" or "sm_90".
 sim_default_arch = os.environ.get("CONVOPS_SIM_ARCH", "sm_80")
+# Most shadow memory the race detector may use for one launch (about 72 bytes
+# per element of every argument and per byte of shared memory); a bigger launch
+# is an error that says to use smaller arrays or check_races=False.
+sim_race_shadow_bytes = _env_bytes("CONVOPS_SIM_RACE_SHADOW_BYTES", 4 * 2**30)
 # Worker threads per launch (blocks run in parallel); 0: one per CPU.
 sim_threads = _env_int("CONVOPS_SIM_THREADS", 0)

@@ -5,16 +5,21 @@ Build: the kernel source is compiled by the system C++ compiler against
 load and store calls a hook) and UBSan's division, bounds and unreachable
 checks, then linked with the simulator runtime (``include/sim_runtime.cpp``,
 which defines those hooks itself) into a launch worker executable, cached on
-disk by source, options, name expressions and the simulator's own sources.
+disk by source (and the headers it includes), options, name expressions and
+the simulator's own sources.  The kernel's writable data (its ``__device__``
+variables) is moved to sections of its own, so the runtime can check and
+restore it; static ``__shared__`` variables, the kernels that own them and
+the ``__device__`` variables are read from the executable's symbol table.
 
 Launch: arguments are staged into a shared memory arena (each distinct
 buffer once: aliased and overlapping arrays share their bytes, as on a
 GPU), then a worker process runs the kernel (see worker.py).  The first run
 records every access and reports races; unless the kernel opts out, a
 second run with the thread order reversed inside every barrier interval
-must give identical bytes.  Results are copied back only after both pass.
-Any fault in the kernel ends the worker, never the caller: it comes back
-as a SimError naming the kernel, the block, the thread and the source line.
+(and the ``__device__`` state the first run started from) must give
+identical bytes.  Results are copied back only after both pass.  Any fault
+in the kernel ends the worker, never the caller: it comes back as a SimError
+naming the kernel, the block, the thread and the source line.
 """
 
 from __future__ import annotations
@@ -40,6 +45,8 @@ from .worker import CONTROL_BYTES, Worker
 
 INCLUDE = Path(__file__).resolve().parent / "include"
 _PAGE = 4096
+_MAGIC = 0x636F6E766F707332  # "convops2"
+_CELL_BYTES = 72  # the race detector's shadow per cell (sim_runtime.cpp: struct Cell)
 
 # Launch limits per target (CUDA programming guide, compute capabilities):
 # dynamic shared memory above 48 KiB needs an explicit opt-in
@@ -54,12 +61,12 @@ MAX_BLOCK = (1024, 1024, 64)
 MAX_GRID = (2**31 - 1, 65535, 65535)
 STATIC_SHARED_LIMIT = 48 * 1024
 DEFAULT_DYNAMIC_LIMIT = 48 * 1024
+MAX_PARAM_BYTES = 32764  # kernel parameters per launch (CUDA 12.1+, Volta and newer)
 
 _KERNEL_FLAGS = ["-O2", "-g1", "-gdwarf-4", "-std=c++17", "-fno-pie", "-w", "-fsanitize=thread",
-                 "-fsanitize=integer-divide-by-zero,bounds,vla-bound,unreachable,return",
+                 "-fsanitize=integer-divide-by-zero,bounds,vla-bound,unreachable,return,alignment",
                  "-fno-sanitize-recover=all", "-fstack-clash-protection"]
-_RUNTIME_FLAGS = ["-O2", "-g1", "-std=c++17", "-fno-pie", "-w", "-fno-omit-frame-pointer"]
-_PASSED_OPTIONS = re.compile(r"^-(D|U|I|std=)")
+_RUNTIME_FLAGS = ["-O2", "-g1", "-gdwarf-4", "-std=c++17", "-fno-pie", "-w"]
 
 
 def _version() -> str:
@@ -79,25 +86,82 @@ def compiler() -> str | None:
     return os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
 
 
-_EXTERN_SHARED = re.compile(r"extern\s+__shared__\s+(?:__align__\s*\(\s*\d+\s*\)\s*)?([A-Za-z_][\w:<>\s]*?)\s*(\w+)\s*\[\s*\]\s*;")
+# ---- the source: kernels, dynamic shared memory, options ------------------------------------------
 _KERNEL = re.compile(r"(template\s*<[^{;]*?>\s*)?__global__\s+(?:__launch_bounds__\s*\([^)]*\)\s*)?void\s+"
                      r"(?:__launch_bounds__\s*\([^)]*\)\s*)?(\w+)\s*\(")
+_PARENS = r"\((?:[^()]|\([^()]*\))*\)"  # one level of nested parentheses: __align__(sizeof(T))
+_EXTERN_SHARED = re.compile(r"(?:extern\s+__shared__|__shared__\s+extern)\s+((?:[\w:<>,*\s]|__align__\s*" + _PARENS +
+                            r"|alignas\s*" + _PARENS + r")*?)\s*\b(\w+)\s*\[\s*\]\s*;")
 _ARCH = re.compile(r"^(?:-arch|--gpu-architecture|-gencode)[= ]?(?:arch=)?(?:sm_|compute_)(\d+)")
 
 
-def _rewrite(source: str) -> str:
-    """``extern __shared__ T name[];`` -> a pointer to the launch's dynamic shared memory
-    (the one CUDA form a C++ compiler cannot take as is)."""
-    return _EXTERN_SHARED.sub(lambda m: f"{m.group(1).strip()}* {m.group(2)} = reinterpret_cast<{m.group(1).strip()}*>"
-                                        f"(::sim::dynamic_shared());", source)
+def _code_only(source: str) -> str:
+    """The source with comments, string and character literals, ``#if 0``
+    blocks and preprocessor lines blanked out (same length: offsets hold)."""
+    out = list(source)
+
+    def blank(a, b):
+        for i in range(a, b):
+            if out[i] != "\n":
+                out[i] = " "
+    for m in re.finditer(r'//[^\n]*|/\*.*?\*/|"(?:\\.|[^"\\\n])*"|\'(?:\\.|[^\'\\\n])*\'', source, re.S):
+        blank(m.start(), m.end())
+    text = "".join(out)
+    for m in re.finditer(r"^[ \t]*#[ \t]*if[ \t]+0\b.*?^[ \t]*#[ \t]*endif\b[^\n]*", text, re.S | re.M):
+        blank(m.start(), m.end())
+    text = "".join(out)
+    for m in re.finditer(r"^[ \t]*#(?:[^\n]*\\\n)*[^\n]*", text, re.M):  # directives, with continuations
+        blank(m.start(), m.end())
+    return "".join(out)
+
+
+def _depth_and_namespace(code: str, pos: int) -> tuple[int, str]:
+    """Brace depth at ``pos`` and the enclosing named namespaces ("a::b::")."""
+    stack, depth = [], 0
+    for m in re.finditer(r"namespace\s+(\w+)\s*\{|\{|\}", code[:pos]):
+        if m.group(0) == "}":
+            depth -= 1
+            if stack and stack[-1][1] == depth:
+                stack.pop()
+        else:
+            if m.group(1):
+                stack.append((m.group(1), depth))
+            depth += 1
+    return depth - len(stack), "".join(name + "::" for name, _ in stack)
 
 
 def kernel_names(source: str) -> tuple[list[str], list[str]]:
-    """(plain kernels, template kernels) declared with __global__ in the source."""
+    """(plain kernels, template kernels) declared with __global__ in the source,
+    outside comments, strings, ``#if 0`` and macros; names in a namespace are
+    qualified."""
+    code = _code_only(source)
     plain, templated = [], []
-    for m in _KERNEL.finditer(source):
-        (templated if m.group(1) else plain).append(m.group(2))
+    for m in _KERNEL.finditer(code):
+        _, namespace = _depth_and_namespace(code, m.start())
+        (templated if m.group(1) else plain).append(namespace + m.group(2))
     return plain, templated
+
+
+def _rewrite(source: str) -> str:
+    """``extern __shared__ T name[];`` -> the launch's dynamic shared memory (the
+    one CUDA form a C++ compiler cannot take as is): a pointer inside a
+    function; at namespace scope an object that converts to one on use (a
+    pointer there would be set once, at start-up)."""
+    code = _code_only(source)
+    out, last = [], 0
+    for m in _EXTERN_SHARED.finditer(code):
+        text = source[m.start():m.end()]
+        typ = re.sub(r"__align__\s*" + _PARENS + r"|alignas\s*" + _PARENS, "", m.group(1)).strip()
+        typ = re.sub(r"\bvolatile\b", "", typ).strip() or "unsigned char"
+        name = m.group(2)
+        depth, _ = _depth_and_namespace(code, m.start())
+        if depth > 0:
+            repl = f"{typ}* const {name} = reinterpret_cast<{typ}*>(::sim::dynamic_shared());"
+        else:
+            repl = f"static ::sim::DynamicShared<{typ}> {name};"
+        out.append(source[last:m.start()] + repl + "\n" * text.count("\n"))
+        last = m.end()
+    return "".join(out) + source[last:]
 
 
 def target_arch(options: Sequence[str]) -> str:
@@ -119,6 +183,26 @@ def target_arch(options: Sequence[str]) -> str:
     return config.sim_default_arch
 
 
+def compiler_options(options: Sequence[str]) -> list[str]:
+    """The NVRTC options that mean something to a host compiler: include
+    paths, macros and the language standard, in any of NVRTC's spellings
+    (-I dir, -Idir, --include-path=dir, -D X=1, --define-macro=X, -U X,
+    -std=c++17); the others concern GPU code generation and are dropped."""
+    out, it = [], iter(options)
+    for opt in it:
+        for short, long in (("-I", "--include-path"), ("-D", "--define-macro"), ("-U", "--undefine-macro")):
+            if opt in (short, long):
+                out.append(short + next(it, ""))
+            elif opt.startswith(long + "="):
+                out.append(short + opt[len(long) + 1:])
+            elif opt.startswith(short) and not opt.startswith("--"):
+                out.append(opt)
+        if opt.startswith(("-std=", "--std=")):
+            out.append("-" + opt.lstrip("-"))
+    return out
+
+
+# ---- build ----------------------------------------------------------------------------------
 def _build_once(target: Path, steps) -> None:
     """Run ``steps(tmpdir) -> built file`` unless ``target`` exists; atomic, so
     concurrent builders race harmlessly."""
@@ -130,10 +214,11 @@ def _build_once(target: Path, steps) -> None:
         os.replace(built, target)
 
 
-def _run(cmd, what):
-    done = subprocess.run(cmd, capture_output=True, text=True)
+def _run(cmd, what, **kw):
+    done = subprocess.run(cmd, capture_output=True, text=True, **kw)
     if done.returncode:
         raise SimCompileError(f"{what} failed:\n{done.stderr.strip()}")
+    return done.stdout
 
 
 def _runtime_object(cxx: str) -> Path:
@@ -150,18 +235,51 @@ def _runtime_object(cxx: str) -> Path:
     return target
 
 
-def _function_of(demangled: str) -> str | None:
-    """'void scale<float>(float*, float, long long)::tile' -> 'scale<float>'; None at namespace scope."""
-    depth, cut = 0, None
-    for i, ch in enumerate(demangled):
-        depth += ch in "<(" 
-        depth -= ch in ">)"
-        if ch == "(" and depth == 1 and cut is None:
+def _dependencies(cxx: str, text: str, flags: list[str]) -> bytes:
+    """The contents of the (non-system) headers the source includes, so that
+    a changed header is a new build."""
+    if "#include" not in text.replace('#include "cuda_sim.h"', "", 1):
+        return b""
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "kernel.cpp"
+        src.write_text(text)
+        deps = _run([cxx, *flags, "-MM", str(src)], "listing the headers the source includes")
+    files = [f for f in deps.replace("\\\n", " ").split(":", 1)[-1].split() if f != str(src)]
+    return b"".join(Path(f).read_bytes() for f in sorted(files) if not f.startswith(str(INCLUDE)))
+
+
+def _symbols(executable: Path) -> list[tuple[int, int, str, str, str]]:
+    """(value, size, type, section, demangled name) of the executable's symbols (binutils)."""
+    try:
+        sections = {}
+        for line in subprocess.run(["readelf", "-SW", str(executable)], capture_output=True, text=True,
+                                   check=True).stdout.splitlines():
+            m = re.match(r"\s*\[\s*(\d+)\]\s+(\S+)", line)
+            if m:
+                sections[m.group(1)] = m.group(2)
+        rows = [r for r in (ln.split() for ln in subprocess.run(["readelf", "-sW", str(executable)], capture_output=True,
+                                                               text=True, check=True).stdout.splitlines())
+                if len(r) >= 8 and r[0].endswith(":") and r[3] in ("TLS", "OBJECT", "FUNC") and r[6] != "UND"]
+        names = subprocess.run(["c++filt"], input="\n".join(r[7] for r in rows), capture_output=True, text=True,
+                               check=True).stdout.splitlines() if rows else []
+    except (OSError, subprocess.CalledProcessError) as e:
+        raise SimCompileError(f"reading the symbols of {executable} needs binutils' readelf and c++filt (installed "
+                              f"with g++): {e}") from None
+    return [(int(r[1], 16), int(r[2], 0), r[3], sections.get(r[6], r[6]), name) for r, name in zip(rows, names)]
+
+
+def _function(name: str) -> str:
+    """A function's name without return type, parameters or spaces:
+    'void scale<float>(float*, float, long long)' -> 'scale<float>'."""
+    depth, cut = 0, len(name)
+    for i, ch in enumerate(name):
+        if ch == "(" and depth == 0:
             cut = i
-    if cut is None or "::" not in demangled[cut:]:
-        return None
-    head, depth, start = demangled[:cut], 0, 0
-    for i, ch in enumerate(head):  # drop a return type: the last space outside template brackets
+            break
+        depth += ch == "<"
+        depth -= ch == ">"
+    head, depth, start = name[:cut], 0, 0
+    for i, ch in enumerate(head):  # a return type ends at the last space outside template brackets
         depth += ch == "<"
         depth -= ch == ">"
         if ch == " " and depth == 0:
@@ -169,20 +287,16 @@ def _function_of(demangled: str) -> str | None:
     return head[start:].replace(" ", "")
 
 
-def shared_variables(executable: Path) -> list[tuple[int, int, str | None, str]]:
-    """Every static ``__shared__`` variable of an executable: (offset in the TLS
-    block, size, the function that declares it or None at namespace scope, its
-    name), from its symbol table (a function's local statics are named inside it)."""
-    try:
-        out = subprocess.run(["readelf", "-sW", str(executable)], capture_output=True, text=True, check=True).stdout
-        rows = [ln.split() for ln in out.splitlines()]
-        rows = [r for r in rows if len(r) >= 8 and r[3] == "TLS" and r[6] != "UND"]
-        names = subprocess.run(["c++filt"], input="\n".join(r[7] for r in rows), capture_output=True, text=True,
-                               check=True).stdout.splitlines() if rows else []
-    except (OSError, subprocess.CalledProcessError) as e:
-        raise SimCompileError(f"reading the shared memory layout of {executable} needs binutils' readelf and "
-                              f"c++filt (installed with g++): {e}") from None
-    return [(int(r[1], 16), int(r[2], 0), _function_of(name), name) for r, name in zip(rows, names)]
+def _owner(variable: str) -> str:
+    """The function a local static is declared in ('f(int*)::s' -> 'f'), or the
+    namespace part of a namespace-scope name ('ns::s' -> 'ns')."""
+    depth, cut = 0, None
+    for i, ch in enumerate(variable):
+        depth += ch in "<("
+        depth -= ch in ">)"
+        if variable.startswith("::", i) and depth == 0:
+            cut = i
+    return _function(variable[:cut]) if cut is not None else ""
 
 
 class SimModule:
@@ -191,9 +305,10 @@ class SimModule:
     ``path`` reads the source from a file (its name appears in compiler
     messages and error reports).  Template kernels are reachable through
     ``name_expressions`` (e.g. ``"conv_fwd<float>"``), plain ``__global__``
-    kernels by name.  Of the NVRTC options, ``-D``/``-U``/``-I``/``-std=``
-    reach the compiler and ``-arch=sm_XX`` picks the launch limits enforced
-    (sm_70, sm_80, sm_90; default ``config.sim_default_arch``).
+    kernels by name.  Of the NVRTC options, include paths, macros and the
+    language standard reach the compiler (``compiler_options``) and
+    ``-arch=sm_XX`` picks the launch limits enforced (sm_70, sm_80, sm_90;
+    default ``config.sim_default_arch``).
     """
 
     def __init__(self, code: str | None = None, *, path: str | os.PathLike | None = None,
@@ -215,27 +330,13 @@ class SimModule:
         weakref.finalize(self, self._pool.close)
         self._functions: dict[str, SimKernel] = {}
         self._hello = None
-        self._shared = shared_variables(self.executable)
-
-    def static_shared(self, name: str) -> list[tuple[int, int]]:
-        """(offset, size) of the static shared memory kernel ``name`` may use:
-        the variables declared in it, and -- since the call graph is not known
-        here -- those of every function that is not a kernel and of namespace
-        scope (counted for every kernel: conservative)."""
-        kernels = {k.replace(" ", "") for k in self.names}
-        mine = name.replace(" ", "")
-        return [(off, size) for off, size, owner, _ in self._shared
-                if owner is None or owner == mine or owner not in kernels]
-
-    def describe_shared(self, message: str) -> str:
-        """'static shared memory at byte offset N' -> the __shared__ variable and the offset in it."""
-        def name(m):
-            off = int(m.group(1))
-            for start, size, _, var in self._shared:
-                if start <= off < start + size:
-                    return f"__shared__ {var} at byte offset {off - start}"
-            return m.group(0)
-        return re.sub(r"static shared memory at byte offset (\d+)", name, message)
+        symbols = _symbols(self.executable)
+        # static __shared__ variables: (offset in the TLS block, size, owner function, name)
+        self._shared = [(value, size, _owner(name), name) for value, size, kind, _, name in symbols if kind == "TLS"]
+        # __device__ variables: (address, size, name)
+        self.device_variables = [(value, size, name) for value, size, kind, section, name in symbols
+                                 if kind == "OBJECT" and section in ("convops_kdata", "convops_kbss") and size]
+        self._functions_at = {value: _function(name) for value, _, kind, _, name in symbols if kind == "FUNC"}
 
     def _build(self, filename: str) -> Path:
         cxx = compiler()
@@ -243,25 +344,29 @@ class SimModule:
             raise SimCompileError("no C++ compiler found (set CXX or install g++)")
         lines = ['#include "cuda_sim.h"', f'#line 1 "{filename}"', _rewrite(self.code), '#line 1 "<convops-sim-stubs>"']
         for i, expr in enumerate(self.names):
-            lines.append(f"__attribute__((no_sanitize_thread)) static void convops_sim_invoke_{i}(void** a) "
-                         f"{{ ::sim::invoke(&{expr}, a); }}")
+            lines.append(f"__attribute__((no_sanitize_thread)) static void convops_sim_invoke_{i}(void** "
+                         f"convops_sim_args) {{ ::sim::invoke(&{expr}, convops_sim_args); }}")
             lines.append(f"__attribute__((no_sanitize_thread)) static int convops_sim_signature_{i}("
-                         f"::sim::ParamInfo* p, int cap) {{ return ::sim::signature(&{expr}, p, cap); }}")
-        entries = ", ".join(f'{{"{expr}", &convops_sim_invoke_{i}, &convops_sim_signature_{i}}}'
-                            for i, expr in enumerate(self.names))
+                         f"::sim::ParamInfo* convops_sim_info, int convops_sim_capacity) "
+                         f"{{ return ::sim::signature(&{expr}, convops_sim_info, convops_sim_capacity); }}")
+        entries = ", ".join(f'{{"{expr}", reinterpret_cast<const void*>(&{expr}), &convops_sim_invoke_{i}, '
+                            f'&convops_sim_signature_{i}}}' for i, expr in enumerate(self.names))
         lines.append(f"extern \"C\" const ::sim::KernelEntry convops_sim_kernels[] = {{{entries or '{}'}}};")
         lines.append(f"extern \"C\" const int convops_sim_kernel_count = {len(self.names)};")
         text = "\n".join(lines) + "\n"
-        user = [o for o in self.options if _PASSED_OPTIONS.match(o)]
-        flags = [*_KERNEL_FLAGS, f"-I{INCLUDE}", f"-D__CUDA_ARCH__={self.arch[3:]}0", *user]
+        flags = [*_KERNEL_FLAGS, f"-I{INCLUDE}", f"-D__CUDA_ARCH__={self.arch[3:]}0", *compiler_options(self.options)]
         runtime = _runtime_object(cxx)
-        key = hashlib.sha256("\0".join([_version(), cxx, text, *flags]).encode()).hexdigest()[:24]
+        key = hashlib.sha256("\0".join([_version(), cxx, text, *flags]).encode() +
+                             _dependencies(cxx, text, flags)).hexdigest()[:24]
         target = cache_dir() / f"{key}.exe"
 
         def steps(tmp):
             src, obj, exe = tmp / "kernel.cpp", tmp / "kernel.o", tmp / "kernel.exe"
             src.write_text(text)
             _run([cxx, *flags, "-c", str(src), "-o", str(obj)], f"compiling {filename}")
+            # the kernel's writable data in sections of its own (the runtime finds __device__ variables there)
+            _run(["objcopy", "--rename-section", ".data=convops_kdata", "--rename-section", ".bss=convops_kbss",
+                  str(obj)], f"preparing {filename}")
             _run([cxx, str(obj), str(runtime), "-no-pie", "-pthread", "-o", str(exe)], f"linking {filename}")
             return exe
         _build_once(target, steps)
@@ -269,10 +374,40 @@ class SimModule:
 
     @property
     def hello(self) -> dict:
-        """What the worker reports at start: static shared memory size and signatures."""
+        """What the worker reports at start: each kernel's address and signature."""
         if self._hello is None:
             self._hello = self._pool.hello()
         return self._hello
+
+    def static_shared(self, index: int) -> list[tuple[int, int]]:
+        """(offset, size) of the static shared memory kernel ``index`` may use:
+        the variables declared in it, and -- since the call graph is not known
+        here -- those of every function that is not a kernel and of namespace
+        scope (counted for every kernel: conservative)."""
+        kernels = {self._functions_at.get(k["address"]) for k in self.hello["kernels"]}
+        mine = self._functions_at.get(self.hello["kernels"][index]["address"])
+        return [(off, size) for off, size, owner, _ in self._shared
+                if owner == mine or owner not in kernels]
+
+    def describe(self, message: str) -> str:
+        """Memory in a report named by its variable: 'static shared memory at byte
+        offset N' -> the __shared__ variable; '__device__ memory at address A' ->
+        the __device__ variable."""
+        def shared(m):
+            off = int(m.group(1))
+            for start, size, _, var in self._shared:
+                if start <= off < start + size:
+                    return f"__shared__ {var} at byte offset {off - start}"
+            return m.group(0)
+
+        def device(m):
+            address = int(m.group(1), 16)
+            for start, size, var in self.device_variables:
+                if start <= address < start + size:
+                    return f"__device__ {var} at byte offset {address - start}"
+            return m.group(0)
+        message = re.sub(r"static shared memory at byte offset (\d+)", shared, message)
+        return re.sub(r"__device__ memory at address (0x[0-9a-f]+)", device, message)
 
     def get_function(self, name: str) -> "SimKernel":
         if name not in self.names:
@@ -280,7 +415,7 @@ class SimModule:
                                  f"template kernels need name_expressions)")
         if name not in self._functions:
             i = self.names.index(name)
-            self._functions[name] = SimKernel(self, i, name, self.hello["kernels"][i])
+            self._functions[name] = SimKernel(self, i, name, self.hello["kernels"][i]["params"])
         return self._functions[name]
 
 
@@ -363,10 +498,26 @@ def _type_name(info) -> str:
 
 
 class _Group(list):
-    """Arrays whose memory overlaps: staged once, as one region."""
+    """(argument index, array) pairs whose memory overlaps: staged once, as one buffer."""
 
     lo: int
     hi: int
+
+    @property
+    def granule(self) -> int:
+        """The race detector's cell: the largest power of two (at most 16) that
+        divides every array's element size and offset in the buffer."""
+        g = 16
+        for _, a in self:
+            for v in (a.itemsize, _address(a) - self.lo):
+                if v:
+                    g = min(g, v & -v)
+        return g
+
+    def label(self, i: int) -> str:
+        others = sorted(j for j, _ in self if j != i)
+        return f"argument {i}" + (f" (one buffer with argument{'s' if len(others) > 1 else ''} "
+                                  f"{', '.join(map(str, others))})" if others else "")
 
 
 def _address(a: np.ndarray) -> int:
@@ -374,11 +525,12 @@ def _address(a: np.ndarray) -> int:
 
 
 def _regions(arrays: list[tuple[int, np.ndarray]]) -> list[_Group]:
-    """Group (argument index, array) pairs by overlapping memory, in address order."""
+    """Group (argument index, array) pairs by overlapping memory, in address
+    order (an empty array inside another's bytes joins it)."""
     groups: list[_Group] = []
     for i, a in sorted(arrays, key=lambda p: (_address(p[1]), -p[1].nbytes)):
         lo, hi = _address(a), _address(a) + a.nbytes
-        if groups and lo < groups[-1].hi and a.nbytes and groups[-1].hi > groups[-1].lo:
+        if groups and lo < groups[-1].hi:
             g = groups[-1]
             g.hi = max(g.hi, hi)
         else:
@@ -403,7 +555,8 @@ class SimKernel:
     than 48 KiB of dynamic shared memory, up to the target's limit.
     ``order_dependent = True`` (or ``check_races=False`` per call) skips the
     race detector and the second, reversed-order run, for kernels whose result
-    depends on thread order by design (floating-point atomics)."""
+    depends on thread order by design (floating-point atomics, slots handed
+    out by atomics, blocks synchronizing through fences and atomics)."""
 
     def __init__(self, module: SimModule, index: int, name: str, params: list):
         self.module = module
@@ -414,7 +567,7 @@ class SimKernel:
         self.param_is_pointer = tuple(bool(p["pointer"]) for p in params)
         self.order_dependent = False
         self._max_dynamic = 0
-        self.static_shared = module.static_shared(name)
+        self.static_shared = module.static_shared(index)
         self.static_shared_bytes = sum(size for _, size in self.static_shared)
 
     @property
@@ -464,6 +617,7 @@ class SimKernel:
                                            f"got {type(a).__name__}")
                 if not a.flags.c_contiguous:
                     raise SimArgumentError(f"{self.name} argument {i}: arrays must be C-contiguous device buffers")
+                self._check_plain(i, a.dtype)
                 if kind == "s" and a.nbytes % p["pointee"]:
                     raise SimArgumentError(f"{self.name} argument {i}: the kernel's parameter is {_type_name(p)} "
                                            f"({p['pointee']}-byte elements), got a {a.dtype} array of {a.nbytes} bytes")
@@ -475,12 +629,25 @@ class SimKernel:
                 if isinstance(a, np.ndarray) or not isinstance(a, np.generic):
                     raise SimArgumentError(f"{self.name} argument {i}: expected a NumPy scalar of {size} bytes, "
                                            f"got {type(a).__name__} (pass e.g. numpy.int32(...) of the kernel's width)")
+                self._check_plain(i, a.dtype)
                 if a.itemsize != size:
                     raise SimArgumentError(f"{self.name} argument {i}: the kernel's parameter is {size} bytes, "
                                            f"got {a.dtype} ({a.itemsize} bytes)")
                 if kind in _NUMPY_KIND and not self._element_matches(a.dtype, kind, elem, size, size):
                     raise SimArgumentError(f"{self.name} argument {i}: the kernel's parameter is {_type_name(p)} "
                                            f"({_KIND_NAMES[kind]}), got {a.dtype}")
+        scalars = sum(p["size"] for p in self.params)
+        if scalars > MAX_PARAM_BYTES:
+            raise SimLaunchError(f"{self.name}: {scalars} bytes of kernel parameters exceed the limit of "
+                                 f"{MAX_PARAM_BYTES} bytes per launch")
+
+    def _check_plain(self, i, dtype):
+        """Bytes a device can hold: no Python objects, native byte order."""
+        if dtype.hasobject:
+            raise SimArgumentError(f"{self.name} argument {i}: a {dtype} array holds Python objects, not device data")
+        if any(not d.isnative for d in (dtype, *(f[0] for f in (dtype.fields or {}).values()))):
+            raise SimArgumentError(f"{self.name} argument {i}: {dtype} is not in this machine's byte order "
+                                   f"(use .astype({dtype.newbyteorder('=')!s}))")
 
     @staticmethod
     def _element_matches(dtype, kind, elem, pointee, nbytes) -> bool:
@@ -498,22 +665,30 @@ class SimKernel:
         arrays = [(i, a) for i, a in enumerate(args) if self.param_is_pointer[i]]
         groups = _regions(arrays)
         offsets, arena_len = [], CONTROL_BYTES
-        for g in groups:
-            offsets.append(arena_len)
-            arena_len += -(-max(g.hi - g.lo, 1) // _PAGE) * _PAGE
+        for g in groups:  # each buffer on pages of its own, at its address modulo 256 (as CUDA allocates)
+            inpage = g.lo % 256
+            offsets.append(arena_len + inpage)
+            arena_len += -(-max(inpage + g.hi - g.lo, 1) // _PAGE) * _PAGE
+        if races:
+            shadow = _CELL_BYTES * (sum(-(-(g.hi - g.lo) // g.granule) for g in groups) + 2 * shared_mem)
+            if shadow > config.sim_race_shadow_bytes:
+                raise SimLaunchError(f"{self.name}: the race detector would need {shadow} bytes of shadow memory "
+                                     f"(about {_CELL_BYTES} per element), over config.sim_race_shadow_bytes = "
+                                     f"{config.sim_race_shadow_bytes}: use smaller arrays or check_races=False")
         request = self._request(grid, block, shared_mem, args, groups, offsets, arena_len)
+        describe = self._describer(groups)
         pool = self.module._pool
         worker = pool.take()
         try:
             worker.reserve(arena_len)
             self._stage_in(worker, groups, offsets)
-            worker.launch(request(order=0, race=races, threads=1 if races else config.sim_threads), self.name,
-                          self.module.describe_shared)
-            if races and groups:
+            worker.launch(request(order=0, race=races, threads=1 if races else config.sim_threads, quiet=False,
+                                  device_state=1), self.name, describe)
+            if races:
                 first = [worker.view(o, g.hi - g.lo).copy() for g, o in zip(groups, offsets)]
                 self._stage_in(worker, groups, offsets)
-                worker.launch(request(order=1, race=False, threads=config.sim_threads), self.name,
-                              self.module.describe_shared)
+                worker.launch(request(order=1, race=False, threads=config.sim_threads, quiet=True, device_state=2),
+                              self.name, describe)
                 for k, (g, o) in enumerate(zip(groups, offsets)):
                     second = worker.view(o, g.hi - g.lo)
                     if not np.array_equal(first[k], second):
@@ -524,14 +699,25 @@ class SimKernel:
             raise
         pool.give_back(worker)
 
+    def _describer(self, groups):
+        """Reports name aliased buffers and the variables they touch."""
+        labels = {i: g.label(i) for g in groups for i, _ in g}
+
+        def describe(message: str) -> str:
+            message = re.sub(r"(?<=\bargument )(\d+)(?= )", lambda m: labels.get(int(m.group(1)), m.group(1))[9:],
+                             message)
+            return self.module.describe(message)
+        return describe
+
     def _request(self, grid, block, shared_mem, args, groups, offsets, arena_len):
         region_of = {}
         for r, g in enumerate(groups):
             for i, a in g:
                 region_of[i] = (r, _address(a) - g.lo)
-        regions = b"".join(struct.pack("<4Q", o, g.hi - g.lo, min(a.itemsize for _, a in g), min(i for i, _ in g))
+        regions = b"".join(struct.pack("<4Q", o, g.hi - g.lo, g.granule, min(i for i, _ in g))
                            for g, o in zip(groups, offsets))
         shared = b"".join(struct.pack("<4Q", off, size, 0, 0) for off, size in self.static_shared)
+        device = b"".join(struct.pack("<4Q", addr, size, 0, 0) for addr, size, _ in self.module.device_variables)
         blob, records = b"", b""
         for i, a in enumerate(args):
             if self.param_is_pointer[i]:
@@ -543,10 +729,11 @@ class SimKernel:
                 records += struct.pack("<4Q", 0, 0, len(blob), len(raw))
                 blob += raw
 
-        def build(order, race, threads):
-            header = struct.pack("<16Q", 0x636F6E766F707331, self.index, *grid, *block, shared_mem, order, int(race),
-                                 threads, len(args), len(groups), len(self.static_shared), arena_len)
-            return header + regions + shared + records + blob
+        def build(order, race, threads, quiet, device_state):
+            header = struct.pack("<19Q", _MAGIC, self.index, *grid, *block, shared_mem, order, int(race), threads,
+                                 int(quiet), device_state, len(args), len(groups), len(self.static_shared),
+                                 len(self.module.device_variables), arena_len)
+            return header + regions + shared + device + records + blob
         return build
 
     @staticmethod
@@ -559,16 +746,17 @@ class SimKernel:
             result, original = worker.view(o, g.hi - g.lo), _raw(g.lo, g.hi - g.lo)
             if np.array_equal(result, original):
                 continue
-            frozen = [i for i, a in g if not a.flags.writeable]
-            if frozen:
-                raise SimArgumentError(f"{self.name} wrote to argument {frozen[0]}, a read-only array")
+            if not any(a.flags.writeable for _, a in g):  # the memory itself is read-only
+                names = ", ".join(str(i) for i, _ in g)
+                raise SimArgumentError(f"{self.name} wrote to argument{'s' if len(g) > 1 else ''} {names}: read-only "
+                                       f"memory")
             original[:] = result
 
     def _order_difference(self, group, byte):
         i, a = next(((i, a) for i, a in group if _address(a) <= group.lo + byte < _address(a) + max(a.nbytes, 1)),
                     group[0])
         element = (group.lo + byte - _address(a)) // a.itemsize
-        raise SimRaceError(f"{self.name}: argument {i} differs between two runs with different thread orders, first "
-                           f"at element {element} (flat index): a missing __syncthreads or another order dependence "
-                           f"the race detector did not see (kernels that depend on order by design set "
+        raise SimRaceError(f"{self.name}: {group.label(i)} differs between two runs with different thread orders, "
+                           f"first at element {element} (flat index): a missing __syncthreads or another order "
+                           f"dependence the race detector did not see (kernels that depend on order by design set "
                            f"order_dependent = True)", kernel=self.name)

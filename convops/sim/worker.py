@@ -1,17 +1,18 @@
 """The launch worker: one process running one kernel executable.
 
-The worker (include/sim_runtime.cpp) talks over a Unix SOCK_SEQPACKET
-socket: it greets with the kernels' signatures, then answers one launch
-request at a time with ``{"ok": true}`` or a report of what went wrong, after
-which it exits.  Buffers live in a shared memory arena (a memfd, passed with
-SCM_RIGHTS when it grows); its first page is a control block where the
-worker counts progress (every fiber switch) and notes which block and thread
-run, so the watchdog here can tell a hang from a long launch, and a worker
-that dies without a word can still be placed.
+The worker (include/sim_runtime.cpp) talks over a Unix stream socket, every
+message an 8-byte length and its bytes: it greets with the kernels'
+addresses and signatures, then answers one launch request at a time with
+``{"ok": true}`` or a report of what went wrong, after which it exits.
+Buffers live in a shared memory arena (a memfd, passed with SCM_RIGHTS when
+it grows); its first page is a control block where each of the worker's OS
+threads counts the simulated threads it finished and notes the block and
+thread it runs, so the watchdog here can tell a hang from a long launch and
+name where it hangs, and a worker that dies without a word can be placed.
 
 Waiting is a loop of short ``select`` timeouts, so Ctrl-C interrupts a launch
-(the worker is killed) and the watchdog ends one that stopped making
-progress for ``config.sim_watchdog_seconds``.
+(the worker is killed) and the watchdog ends one in which no thread finished
+for ``config.sim_watchdog_seconds``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import re
 import select
 import signal
 import socket
+import struct
 import subprocess
 import time
 from pathlib import Path
@@ -34,7 +36,8 @@ from .. import config
 from .errors import (SimAssertError, SimBarrierError, SimError, SimFaultError, SimLaunchError, SimOutOfBoundsError,
                      SimRaceError, SimStackOverflowError, SimTimeoutError)
 
-CONTROL_BYTES = 4096  # the arena's control page: progress, then (block + 1, thread) per OS thread
+CONTROL_BYTES = 4096  # the arena's control page: per OS thread (threads finished, block + 1, thread)
+_SLOTS = 16
 _KINDS = {"oob": SimOutOfBoundsError, "race": SimRaceError, "barrier": SimBarrierError, "fault": SimFaultError,
           "assert": SimAssertError, "stack": SimStackOverflowError, "launch": SimLaunchError}
 _POLL = 0.05
@@ -44,7 +47,7 @@ class Worker:
     def __init__(self, executable: Path, stack_bytes: int):
         self.executable = Path(executable)
         self.stack_bytes = stack_bytes
-        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         env = {**os.environ, "CONVOPS_SIM_FD": str(child.fileno()), "CONVOPS_SIM_STACK_BYTES": str(stack_bytes)}
         try:
             self.proc = subprocess.Popen([str(self.executable)], pass_fds=(child.fileno(),), env=env,
@@ -52,6 +55,7 @@ class Worker:
         finally:
             child.close()
         self.sock = parent
+        self._inbox = b""
         self._arena = None
         self._arena_fd = -1
         self._arena_len = 0
@@ -91,29 +95,44 @@ class Worker:
     # ---- launches -------------------------------------------------------------------------
     def launch(self, request: bytes, kernel: str, describe=lambda message: message) -> None:
         self._control()[:] = 0
+        data = struct.pack("<Q", len(request)) + request
         if self._send_fd:
-            self.sock.sendmsg([request], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [self._arena_fd]))])
+            sent = self.sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [self._arena_fd]))])
             self._send_fd = False
+            self.sock.sendall(data[sent:])
         else:
-            self.sock.send(request)
+            self.sock.sendall(data)
         self._receive(timeout=None, kernel=kernel, describe=describe)
+
+    def _message(self):
+        """A whole message from the inbox, or None."""
+        if len(self._inbox) < 8:
+            return None
+        n = struct.unpack("<Q", self._inbox[:8])[0]
+        if len(self._inbox) < 8 + n:
+            return None
+        message, self._inbox = self._inbox[8:8 + n], self._inbox[8 + n:]
+        return message
 
     def _receive(self, timeout, kernel: str, describe=lambda message: message) -> dict:
         """The worker's next message; a report becomes its SimError.  ``timeout``
-        None: the watchdog (no progress for config.sim_watchdog_seconds)."""
+        None: the watchdog (no thread finished for config.sim_watchdog_seconds)."""
         start = last_change = time.monotonic()
         last = None
         while True:
             ready, _, _ = select.select([self.sock], [], [], _POLL)
-            if ready:
-                data = self.sock.recv(1 << 16)
-                if data:
-                    reply = json.loads(data)
+            chunk = self.sock.recv(1 << 20) if ready else None
+            if chunk:
+                self._inbox += chunk
+                message = self._message()
+                if message is not None:
+                    reply = json.loads(message)
                     if not reply.get("ok"):
                         self.proc.wait()
                         raise self._error(reply, kernel, describe)
                     return reply
-            if not self.alive() or (ready and not data):
+                continue
+            if not self.alive() or chunk == b"":
                 self.proc.wait()
                 raise self._died(kernel)
             now = time.monotonic()
@@ -122,36 +141,31 @@ class Worker:
                     self.close()
                     raise SimError(f"{kernel}: the simulator's worker did not start within {timeout:.0f} s")
                 continue
-            progress = int(self._control()[0]) if self._arena is not None else 0
+            progress = int(self._control()[1::3][:_SLOTS].sum()) if self._arena is not None else 0
             if progress != last:
                 last, last_change = progress, now
             elif now - last_change > config.sim_watchdog_seconds:
-                block, thread = self._position()
+                where = self._where()
                 self.close()
-                raise SimTimeoutError(f"{kernel}: no progress for {config.sim_watchdog_seconds:g} s (no thread reached "
-                                      f"a barrier, a warp operation or its end){self._where(block, thread)}: a "
-                                      f"spin-wait (threads waiting for each other outside barriers never finish on "
-                                      f"the simulator's cooperative threads) or an endless loop; "
-                                      f"config.sim_watchdog_seconds / CONVOPS_SIM_WATCHDOG sets the limit",
-                                      kernel=kernel)
+                raise SimTimeoutError(f"{kernel}: no progress for {config.sim_watchdog_seconds:g} s (no thread "
+                                      f"finished){where}: a spin-wait (threads waiting for each other outside "
+                                      f"barriers, or for another block, never finish on the simulator's "
+                                      f"cooperative threads) or an endless loop; config.sim_watchdog_seconds / "
+                                      f"CONVOPS_SIM_WATCHDOG sets the limit", kernel=kernel)
 
-    def _position(self):
-        """(linear block, linear thread) the first OS thread was running, if known."""
+    def _where(self) -> str:
+        """The blocks and threads the worker's OS threads were running, if known."""
         if self._arena is None:
-            return None, None
+            return ""
         c = self._control()
-        return (int(c[1]) - 1, int(c[2])) if c[1] else (None, None)
-
-    @staticmethod
-    def _where(block, thread) -> str:
-        return "" if block is None else f"; last running: linear block {block}, linear thread {thread}"
+        running = [(int(c[2 + 3 * i]) - 1, int(c[3 + 3 * i])) for i in range(_SLOTS) if c[2 + 3 * i]]
+        return "".join(f"; running: linear block {b}, linear thread {t}" for b, t in running)
 
     def _died(self, kernel) -> SimError:
         code = self.proc.returncode
         how = f"was killed by signal {signal.Signals(-code).name}" if code and code < 0 else f"exited with status {code}"
-        block, thread = self._position()
-        return SimFaultError(f"{kernel}: the simulator's launch worker {how} without a report"
-                             f"{self._where(block, thread)}", kernel=kernel)
+        return SimFaultError(f"{kernel}: the simulator's launch worker {how} without a report{self._where()}",
+                             kernel=kernel)
 
     def _error(self, reply: dict, kernel: str, describe) -> SimError:
         message = describe(reply.get("message", ""))
@@ -159,6 +173,10 @@ class Worker:
         sources = _source_lines(self.executable, pcs)
         for i, where in enumerate(sources):
             message = message.replace(f"{{pc{i}}}", where)
+        if "{user}" in message:  # the innermost frame in the kernel's own code
+            user = next((w for w, own in zip(sources, _own_frames(self.executable, pcs)) if not own), None)
+            message = message.replace("{user}", user or (sources[0] if sources else "an unknown place"))
+            sources = [user] if user else sources
         cls = _KINDS.get(reply.get("kind"), SimError)
         block = tuple(reply["block"]) if "block" in reply else None
         thread = tuple(reply["thread"]) if "thread" in reply else None
@@ -173,12 +191,17 @@ class Worker:
         self._drop_arena()
 
 
-def _source_lines(executable: Path, pcs) -> list:
-    """'file:line (function)' of each return address (addr2line; the call is
-    one byte before it).  Of the inlining chain, the innermost frame outside
-    the simulator's own headers: the kernel's line, not the helper's."""
-    if not pcs:
-        return []
+_INCLUDE = str(Path(__file__).resolve().parent / "include")
+
+
+def _own_frames(executable: Path, pcs) -> list:
+    """For each return address: does it lie in the simulator's own code (runtime or header)?"""
+    return [all(f.split(" at ", 1)[1].startswith(_INCLUDE) for f in chain if " at " in f) if chain else True
+            for chain in _chains(executable, pcs)]
+
+
+def _chains(executable: Path, pcs) -> list:
+    """addr2line's inlining chain (innermost first) of each return address."""
     try:
         out = subprocess.run(["addr2line", "-e", str(executable), "-f", "-C", "-i", "-p",
                               *[hex(max(int(pc) - 1, 0)) for pc in pcs]], capture_output=True, text=True, timeout=30)
@@ -192,7 +215,17 @@ def _source_lines(executable: Path, pcs) -> list:
             chains[-1].append(frame[len("(inlined by)"):].strip())
         else:
             chains.append([frame])
-    include = str(Path(__file__).resolve().parent / "include")
+    return chains + [[] for _ in range(len(pcs) - len(chains))]
+
+
+def _source_lines(executable: Path, pcs) -> list:
+    """'file:line (function)' of each return address (addr2line; the call is
+    one byte before it).  Of the inlining chain, the innermost frame outside
+    the simulator's own headers: the kernel's line, not the helper's."""
+    if not pcs:
+        return []
+    chains = _chains(executable, pcs)
+    include = _INCLUDE
     result = []
     for i, pc in enumerate(pcs):
         frames = [f for f in (chains[i] if i < len(chains) else []) if " at " in f and "??" not in f.split(" at ", 1)[1]]

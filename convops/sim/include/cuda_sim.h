@@ -89,24 +89,39 @@ inline T sim_shfl(long site, int kind, unsigned mask, T v, int lane_arg, int wid
 }
 
 // ---- atomics (instrumented: the runtime sees them as atomic accesses) ---------------
-template <class T> inline T atomicAdd(T* p, T v) { return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST); }
-template <class T> inline T atomicSub(T* p, T v) { return __atomic_fetch_sub(p, v, __ATOMIC_SEQ_CST); }
-template <class T> inline T atomicAnd(T* p, T v) { return __atomic_fetch_and(p, v, __ATOMIC_SEQ_CST); }
-template <class T> inline T atomicOr(T* p, T v) { return __atomic_fetch_or(p, v, __ATOMIC_SEQ_CST); }
-template <class T> inline T atomicXor(T* p, T v) { return __atomic_fetch_xor(p, v, __ATOMIC_SEQ_CST); }
-template <class T> inline T atomicExch(T* p, T v) { return __atomic_exchange_n(p, v, __ATOMIC_SEQ_CST); }
-template <class T> inline T atomicCAS(T* p, T cmp, T v) {
+// The value's type is taken from the pointer (atomicAdd(unsigned*, 1) is fine, as in CUDA).
+template <class T> struct sim_same { using type = T; };
+template <class T> using sim_value = typename sim_same<T>::type;
+template <class T> inline T atomicAdd(T* p, sim_value<T> v) { return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST); }
+template <class T> inline T atomicSub(T* p, sim_value<T> v) { return __atomic_fetch_sub(p, v, __ATOMIC_SEQ_CST); }
+template <class T> inline T atomicAnd(T* p, sim_value<T> v) { return __atomic_fetch_and(p, v, __ATOMIC_SEQ_CST); }
+template <class T> inline T atomicOr(T* p, sim_value<T> v) { return __atomic_fetch_or(p, v, __ATOMIC_SEQ_CST); }
+template <class T> inline T atomicXor(T* p, sim_value<T> v) { return __atomic_fetch_xor(p, v, __ATOMIC_SEQ_CST); }
+template <class T> inline T atomicExch(T* p, sim_value<T> v) { return __atomic_exchange_n(p, v, __ATOMIC_SEQ_CST); }
+template <class T> inline T atomicCAS(T* p, sim_value<T> cmp, sim_value<T> v) {
   __atomic_compare_exchange_n(p, &cmp, v, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
   return cmp;
 }
-template <class T> inline T atomicMax(T* p, T v) {
+template <class T> inline T atomicMax(T* p, sim_value<T> v) {
   T old = __atomic_load_n(p, __ATOMIC_SEQ_CST);
   while (old < v && !__atomic_compare_exchange_n(p, &old, v, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {}
   return old;
 }
-template <class T> inline T atomicMin(T* p, T v) {
+template <class T> inline T atomicMin(T* p, sim_value<T> v) {
   T old = __atomic_load_n(p, __ATOMIC_SEQ_CST);
   while (old > v && !__atomic_compare_exchange_n(p, &old, v, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {}
+  return old;
+}
+// ((old >= limit) ? 0 : old + 1) and (((old == 0) || (old > limit)) ? limit : old - 1), as CUDA defines them
+inline unsigned atomicInc(unsigned* p, unsigned limit) {
+  unsigned old = __atomic_load_n(p, __ATOMIC_SEQ_CST);
+  while (!__atomic_compare_exchange_n(p, &old, old >= limit ? 0u : old + 1, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {}
+  return old;
+}
+inline unsigned atomicDec(unsigned* p, unsigned limit) {
+  unsigned old = __atomic_load_n(p, __ATOMIC_SEQ_CST);
+  while (!__atomic_compare_exchange_n(p, &old, (old == 0 || old > limit) ? limit : old - 1, false, __ATOMIC_SEQ_CST,
+                                      __ATOMIC_SEQ_CST)) {}
   return old;
 }
 template <class F, class I> inline F sim_atomic_float(F* p, F v, F (*op)(F, F)) {
@@ -133,8 +148,13 @@ inline float atomicExch(float* p, float v) { return sim_atomic_float<float, uint
 inline double atomicExch(double* p, double v) { return sim_atomic_float<double, uint64_t>(p, v, [](double, double b) { return b; }); }
 
 // ---- math and intrinsics ----------------------------------------------------------
-using std::max;
-using std::min;
+// CUDA's min and max take mixed arguments (min(int, unsigned), max(float, double)).
+template <class A, class B> inline std::common_type_t<A, B> min(A a, B b) {
+  return b < a ? std::common_type_t<A, B>(b) : std::common_type_t<A, B>(a);
+}
+template <class A, class B> inline std::common_type_t<A, B> max(A a, B b) {
+  return a < b ? std::common_type_t<A, B>(b) : std::common_type_t<A, B>(a);
+}
 inline float __fmaf_rn(float a, float b, float c) { return std::fma(a, b, c); }
 inline double __fma_rn(double a, double b, double c) { return std::fma(a, b, c); }
 inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
@@ -154,12 +174,57 @@ inline unsigned __brev(unsigned x) {
   return r;
 }
 inline int __mul24(int a, int b) { return a * b; }
+inline int __clzll(long long x) { return x ? __builtin_clzll((unsigned long long)x) : 64; }
+inline int __ffsll(long long x) { return __builtin_ffsll(x); }
+inline unsigned __umulhi(unsigned a, unsigned b) { return (unsigned)(((unsigned long long)a * b) >> 32); }
+inline int __mulhi(int a, int b) { return (int)(((long long)a * b) >> 32); }
+inline unsigned long long __umul64hi(unsigned long long a, unsigned long long b) {
+  return (unsigned long long)(((unsigned __int128)a * b) >> 64);
+}
+template <class To, class From> inline To sim_bits(From f) {
+  static_assert(sizeof(To) == sizeof(From), "");
+  To t;
+  std::memcpy(&t, &f, sizeof t);
+  return t;
+}
+inline float __int_as_float(int i) { return sim_bits<float>(i); }
+inline int __float_as_int(float f) { return sim_bits<int>(f); }
+inline float __uint_as_float(unsigned i) { return sim_bits<float>(i); }
+inline unsigned __float_as_uint(float f) { return sim_bits<unsigned>(f); }
+inline double __longlong_as_double(long long i) { return sim_bits<double>(i); }
+inline long long __double_as_longlong(double d) { return sim_bits<long long>(d); }
+inline int __float2int_rn(float x) { return (int)std::nearbyint(x); }
+inline int __float2int_rz(float x) { return (int)x; }
+inline int __float2int_rd(float x) { return (int)std::floor(x); }
+inline int __float2int_ru(float x) { return (int)std::ceil(x); }
+inline float __int2float_rn(int x) { return (float)x; }
+inline int __double2int_rz(double x) { return (int)x; }
+inline float __fdiv_rn(float a, float b) { return a / b; }
+inline float __frcp_rn(float x) { return 1.0f / x; }
+inline float __fsqrt_rn(float x) { return std::sqrt(x); }
+inline float rhypotf(float a, float b) { return 1.0f / std::hypot(a, b); }
+inline long long clock64() { return (long long)__builtin_ia32_rdtsc(); }
+inline int clock() { return (int)__builtin_ia32_rdtsc(); }
+inline void __nanosleep(unsigned) {}
+template <class T> inline T __ldcs(const T* p) { return *p; }
+template <class T> inline T __ldcg(const T* p) { return *p; }
+template <class T> inline T __ldca(const T* p) { return *p; }
+template <class T> inline void __stcs(T* p, T v) { *p = v; }
+template <class T> inline void __stcg(T* p, T v) { *p = v; }
+inline unsigned __lanemask_lt() { return (1u << ::sim::lane_id()) - 1; }
+inline unsigned __lanemask_le() { return (2u << ::sim::lane_id()) - 1; }
+inline unsigned __lanemask_eq() { return 1u << ::sim::lane_id(); }
+inline unsigned __lanemask_gt() { return ~__lanemask_le(); }
+inline unsigned __lanemask_ge() { return ~__lanemask_lt(); }
 inline void __threadfence() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 inline void __threadfence_block() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 
 // ---- vector types --------------------------------------------------------------------
-#define SIM_VEC2(T, N) struct N { T x, y; }; inline N make_##N(T x, T y) { return N{x, y}; }
-#define SIM_VEC4(T, N) struct __attribute__((aligned(sizeof(T) * 4))) N { T x, y, z, w; }; \
+// Aligned as CUDA aligns them (float2 to 8 bytes, float4 and double2 to 16), so a misaligned
+// vector access is caught and structs holding them are laid out as on a GPU.
+#define SIM_VEC2(T, N) struct __attribute__((aligned(sizeof(T) * 2))) N { T x, y; }; \
+  inline N make_##N(T x, T y) { return N{x, y}; }
+#define SIM_VEC4(T, N) struct __attribute__((aligned(sizeof(T) * 4 < 16 ? sizeof(T) * 4 : 16))) N { T x, y, z, w; }; \
   inline N make_##N(T x, T y, T z, T w) { return N{x, y, z, w}; }
 SIM_VEC2(float, float2) SIM_VEC4(float, float4) SIM_VEC2(double, double2) SIM_VEC4(double, double4)
 SIM_VEC2(int, int2) SIM_VEC4(int, int4) SIM_VEC2(unsigned int, uint2) SIM_VEC4(unsigned int, uint4)
@@ -184,7 +249,12 @@ inline float __half2float(__half h) { return (float)h.v; }
 inline __half __hadd(__half a, __half b) { return __half((float)a + (float)b); }
 inline __half __hsub(__half a, __half b) { return __half((float)a - (float)b); }
 inline __half __hmul(__half a, __half b) { return __half((float)a * (float)b); }
-inline __half __hfma(__half a, __half b, __half c) { return __half(std::fma((float)a, (float)b, (float)c)); }
+// one rounding, as on a GPU: the double fma is exact for half operands but in the far corners
+inline __half __hfma(__half a, __half b, __half c) { return __half(std::fma((double)a, (double)b, (double)c)); }
+inline __half __hmax(__half a, __half b) { return (float)a < (float)b ? b : a; }
+inline __half __hmin(__half a, __half b) { return (float)b < (float)a ? b : a; }
+inline __half __habs(__half a) { return __half(std::fabs((float)a)); }
+inline __half __hneg(__half a) { return __half(-(float)a); }
 inline __half operator+(__half a, __half b) { return __hadd(a, b); }
 inline __half operator-(__half a, __half b) { return __hsub(a, b); }
 inline __half operator*(__half a, __half b) { return __hmul(a, b); }
@@ -194,8 +264,37 @@ inline bool operator<(__half a, __half b) { return (float)a < (float)b; }
 inline bool operator>(__half a, __half b) { return (float)a > (float)b; }
 using half = __half;
 
+// ---- library calls a kernel makes: checked like its own accesses ---------------------------
+extern "C" void __tsan_read_range(void*, unsigned long);
+extern "C" void __tsan_write_range(void*, unsigned long);
+inline void* sim_memcpy(void* d, const void* s, size_t n) {
+  __tsan_read_range(const_cast<void*>(s), n);
+  __tsan_write_range(d, n);
+  return __builtin_memcpy(d, s, n);
+}
+inline void* sim_memmove(void* d, const void* s, size_t n) {
+  __tsan_read_range(const_cast<void*>(s), n);
+  __tsan_write_range(d, n);
+  return __builtin_memmove(d, s, n);
+}
+inline void* sim_memset(void* d, int c, size_t n) {
+  __tsan_write_range(d, n);
+  return __builtin_memset(d, c, n);
+}
+namespace std { using ::sim_memcpy; using ::sim_memmove; using ::sim_memset; }
+#define memcpy sim_memcpy
+#define memmove sim_memmove
+#define memset sim_memset
+
 // ---- launcher glue (not instrumented: it reads the runtime's argument array) ------------
 namespace sim {
+
+// ``extern __shared__ T name[];`` at namespace scope: the launch's dynamic
+// shared memory on every use (a pointer there would be set once, at start-up).
+template <class T> struct DynamicShared {
+  operator T*() const { return reinterpret_cast<T*>(dynamic_shared()); }
+  T& operator[](long i) const { return reinterpret_cast<T*>(dynamic_shared())[i]; }
+};
 
 template <class T> struct scalar_info {
   static constexpr char kind = std::is_same<T, bool>::value ? 'b'

@@ -37,6 +37,7 @@ struct ParamInfo {
 
 struct KernelEntry {
   const char* name;
+  const void* function;  // the kernel itself (its symbol names it)
   void (*invoke)(void** args);
   int (*signature)(ParamInfo* out, int capacity);
 };

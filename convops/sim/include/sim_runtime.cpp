@@ -2,13 +2,14 @@
 // runs CUDA kernels (compiled against cuda_sim.h with GCC's thread-sanitizer
 // instrumentation) and checks what a GPU would not tell you.
 //
-// Process: the Python side (convops/sim/module.py) starts this executable
-// with a Unix socket (fd in CONVOPS_SIM_FD) and sends one launch request at a
-// time; the kernel's buffers live in a shared memory arena whose fd comes
-// with the request.  Every error in a kernel -- an out-of-bounds or wild
-// access, a race, barrier divergence, division by zero, a failed assert, a
-// stack overflow, a crash -- is reported on the socket, after which the
-// worker exits; the caller's process never sees the fault.
+// Process: the Python side (convops/sim/module.py, worker.py) starts this
+// executable with a Unix stream socket (fd in CONVOPS_SIM_FD); every message
+// either way is an 8-byte length and its bytes.  It sends one launch request
+// at a time; the kernel's buffers live in a shared memory arena whose fd comes
+// with a request (SCM_RIGHTS) when it changes.  Every error in a kernel -- an
+// out-of-bounds or wild access, a race, barrier divergence, division by zero,
+// a failed assert, a stack overflow, a crash -- is reported on the socket,
+// after which the worker exits; the caller's process never sees the fault.
 //
 // Execution: a block runs on one OS thread, its threads as cooperative
 // fibers (hand-written x86-64 context switch).  __syncthreads and warp
@@ -17,24 +18,35 @@
 // `order`), so an order dependence shows up as a difference between runs.
 //
 // Checks on every access (the __tsan_* hooks below; not ThreadSanitizer):
-// - bounds: an access must lie inside one argument buffer, the block's
-//   shared memory (static: this executable's TLS block; dynamic: a buffer
-//   sized by the launch), the thread's own stack or this executable's data;
-//   anything else is reported with the argument it is nearest to.
-// - races (when the request asks): each byte of shared memory and each
-//   element of an argument keeps its last write and two last reads (block,
-//   thread, barrier epoch, warp clock, source address).  Two accesses by
-//   different threads conflict when at least one writes and not both are
-//   atomic; they are ordered only by program order, a __syncthreads between
-//   them (same block, earlier epoch) or a warp operation both lanes took part
-//   in (vector clocks over the warp's lanes).  Blocks are never ordered with
-//   each other.  Race runs use one OS thread, so the shadow needs no locks.
+// - bounds: an access must lie inside one argument buffer, one of the
+//   kernel's static shared variables (this executable's TLS block), the
+//   launch's dynamic shared memory, one of the kernel's __device__ variables,
+//   the thread's own stack, or this executable's read-only data; anything
+//   else is reported, with the buffer or variable it is nearest to.
+// - races (when the request asks): each cell of memory -- a byte of shared
+//   memory and __device__ data, an element (up to 16 bytes) of an argument --
+//   keeps its last write and two reads (block, thread, barrier epoch, warp
+//   clock, bytes touched, source address).  Two accesses by different
+//   threads conflict when they touch a common byte, at least one writes and
+//   not both are atomic; they are ordered only by program order, a
+//   __syncthreads between them (same block, earlier epoch) or a warp
+//   operation both lanes took part in (vector clocks over the warp's lanes).
+//   Blocks are never ordered with each other (fences and atomics used for
+//   inter-block synchronization are not modelled).  A read already ordered
+//   before a newer one is dropped first (any write racing with it races with
+//   the newer one too); otherwise the read most like the newer one (same
+//   block, same warp) goes, keeping reads from other warps and blocks.  Race
+//   runs use one OS thread, so the shadow needs no locks.
 //
 // Stacks: each fiber's stack sits in a region of size 2^k aligned to 2^k,
 // [header page | guard (no access) | stack]; the header holds the fiber's
 // Thread*, so the current thread is found from the stack pointer alone.
 // Kernel code is compiled with -fstack-clash-protection, so a frame larger
 // than the stack touches the guard: SIGSEGV, reported as a stack overflow.
+//
+// Progress (for the watchdog on the Python side): per OS thread, the number
+// of simulated threads finished and the block and thread running, in the
+// arena's control page.
 #include <atomic>
 #include <cerrno>
 #include <csignal>
@@ -42,11 +54,12 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <execinfo.h>
+#include <fcntl.h>
 #include <link.h>
 #include <mutex>
 #include <string>
 #include <sys/mman.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <thread>
 #include <ucontext.h>
@@ -54,6 +67,13 @@
 #include <vector>
 
 #include "sim_abi.h"
+
+// The kernel translation unit's writable data (its __device__ variables):
+// the build renames its .data and .bss sections so the linker brackets them.
+extern "C" char __start_convops_kdata[] __attribute__((weak));
+extern "C" char __stop_convops_kdata[] __attribute__((weak));
+extern "C" char __start_convops_kbss[] __attribute__((weak));
+extern "C" char __stop_convops_kbss[] __attribute__((weak));
 
 namespace sim {
 
@@ -93,7 +113,9 @@ struct Slot;
 
 struct Access {  // one recorded access, for the race detector
   uint32_t block, epoch, clock, pc;
-  uint16_t thread, flags;  // flags: 1 valid, 2 write, 4 atomic
+  uint16_t thread;
+  uint16_t bytes;  // which bytes of the cell it touched
+  uint8_t flags;   // 1 valid, 2 write, 4 atomic
 };
 struct Cell {
   Access w, r0, r1;
@@ -116,12 +138,12 @@ struct Thread {
   uint32_t vc[32];  // warp vector clock (own lane: own clock)
 };
 
-struct Region {  // an argument buffer as the kernel sees it
+struct Span {  // a range the kernel may touch, with its race shadow
   uintptr_t lo = 0, hi = 0;
-  int arg = 0;             // first argument that points into it
-  unsigned granule = 1;    // race-detector cell size (the element size)
+  unsigned granule = 1;  // bytes per shadow cell
   Cell* shadow = nullptr;
-  void* map = nullptr;     // reservation [gap | data | gap]
+  int arg = -1;          // argument buffers: the first argument pointing into it
+  void* map = nullptr;   // argument buffers: the reservation [gap | data | gap]
   size_t map_len = 0;
 };
 
@@ -133,19 +155,21 @@ struct Launch {
   bool race = false;
   unsigned nthreads = 0;
   void** args = nullptr;
-  std::vector<Region> regions;
-  std::vector<std::pair<uint64_t, uint64_t>> shared;  // (offset, size) of its static shared variables
+  std::vector<Span> regions;                          // argument buffers
+  std::vector<std::pair<uint64_t, uint64_t>> shared;  // (offset in the TLS block, size): its __shared__ variables
+  std::vector<std::pair<uint64_t, uint64_t>> device;  // (address, size): the module's __device__ variables
+  Cell* device_shadow = nullptr;
   std::atomic<unsigned long> next{0};
 };
 
 struct Slot {  // what one OS thread running blocks owns
   int index = 0;
   char* fibers = nullptr;  // kMaxThreads regions
-  std::vector<char> dyn;   // dynamic shared memory (capacity)
+  char* dyn = nullptr;     // dynamic shared memory: its own mapping, unmapped pages after it
+  size_t dyn_capacity = 0;
   uintptr_t tls_lo = 0, tls_hi = 0;
   Cell* tls_shadow = nullptr;
   Cell* dyn_shadow = nullptr;
-  size_t dyn_shadow_cells = 0;
   bool started = false;
 };
 
@@ -170,25 +194,42 @@ static Slot g_slots[kMaxSlots];
 static Launch* g_launch = nullptr;
 static std::mutex g_report_lock;
 static std::vector<std::pair<uintptr_t, uintptr_t>> g_static;  // this executable's loaded segments
-static size_t g_tls_size = 0, g_tls_align = 1;
-static volatile uint64_t* g_control = nullptr;  // progress and position, read by the watchdog
+static uintptr_t g_text_lo = 0, g_text_hi = 0;                  // its code
+static volatile uint64_t* g_control = nullptr;                  // progress, read by the watchdog
 static size_t g_arena_len = 0;
 static char* g_arena = nullptr;
 static int g_arena_fd = -1;
+static std::vector<char> g_device_snapshot;  // __device__ data before the launch's first run
 
-static inline Thread* current() {
-  uintptr_t sp = reinterpret_cast<uintptr_t>(__builtin_frame_address(0));
+static inline uintptr_t kdata_lo() { return reinterpret_cast<uintptr_t>(__start_convops_kdata); }
+static inline uintptr_t kdata_hi() { return reinterpret_cast<uintptr_t>(__stop_convops_kdata); }
+static inline uintptr_t kbss_lo() { return reinterpret_cast<uintptr_t>(__start_convops_kbss); }
+static inline uintptr_t kbss_hi() { return reinterpret_cast<uintptr_t>(__stop_convops_kbss); }
+
+static inline Thread* fiber_at(uintptr_t sp) {
   if (sp - g_fib_lo >= g_fib_size) return nullptr;
   return *reinterpret_cast<Thread**>(sp & g_region_mask);
 }
 
-static inline Thread* fiber_at(uintptr_t sp) {
-  if (sp - g_fib_lo >= g_fib_size) return nullptr;
-  Thread* t = *reinterpret_cast<Thread**>(sp & g_region_mask);
-  return t;
+static inline Thread* current() { return fiber_at(reinterpret_cast<uintptr_t>(__builtin_frame_address(0))); }
+
+// ---- messages: an 8-byte length, then the bytes -----------------------------------------------
+static void write_all(const char* p, size_t n) {
+  while (n) {
+    ssize_t k = send(g_sock, p, n, MSG_NOSIGNAL);
+    if (k < 0 && errno == EINTR) continue;
+    if (k <= 0) _exit(5);  // the caller is gone
+    p += k;
+    n -= (size_t)k;
+  }
 }
 
-// ---- reports: one JSON line on the socket, then the worker exits ------------------------
+static void send_message(const std::string& s) {
+  uint64_t n = s.size();
+  write_all(reinterpret_cast<const char*>(&n), sizeof n);
+  write_all(s.data(), s.size());
+}
+
 static void json_str(std::string& out, const char* s) {
   out += '"';
   for (; s && *s; ++s) {
@@ -200,15 +241,13 @@ static void json_str(std::string& out, const char* s) {
   out += '"';
 }
 
-static void send_all(const std::string& s) {
-  ssize_t n = send(g_sock, s.data(), s.size(), MSG_NOSIGNAL);
-  (void)n;
-}
-
-// kind: the SimError subclass the Python side raises; message may name {pc0}, {pc1}: source
-// positions the Python side resolves with addr2line.
+// ---- reports: one JSON message, then the worker exits ----------------------------------------
+// kind: the SimError subclass the Python side raises.  The message may name {pc0}, {pc1}:
+// source positions the Python side resolves with addr2line; {user}: the innermost of `stack`
+// that lies in the kernel's own source.
 [[noreturn]] static void report(const char* kind, const Thread* t, std::vector<uintptr_t> pcs, const char* fmt, ...) {
   std::lock_guard<std::mutex> guard(g_report_lock);
+  std::fflush(stdout);
   char msg[2048];
   va_list ap;
   va_start(ap, fmt);
@@ -231,7 +270,7 @@ static void send_all(const std::string& s) {
     out += b;
   }
   out += "]}";
-  send_all(out);
+  send_message(out);
   _exit(0);
 }
 
@@ -242,13 +281,32 @@ static std::string where(const Thread* t) {
   return b;
 }
 
+// Return addresses in this executable's code, innermost first (for faults that stop in a library).
+static std::vector<uintptr_t> code_frames(uintptr_t pc) {
+  std::vector<uintptr_t> out;
+  if (pc >= g_text_lo && pc < g_text_hi) out.push_back(pc + 1);  // (the reader looks one byte back)
+  void* frames[64];
+  int n = backtrace(frames, 64);
+  for (int i = 0; i < n; ++i) {
+    uintptr_t f = reinterpret_cast<uintptr_t>(frames[i]);
+    if (f >= g_text_lo && f < g_text_hi) out.push_back(f);
+  }
+  return out;
+}
+
 // ---- the fiber scheduler ------------------------------------------------------------------
 static inline void yield_to_scheduler(Thread* t) { convops_sim_switch(&t->sp, t->block->scheduler_sp); }
+
+static void note_running(Slot& s, uint32_t block, unsigned thread) {
+  g_control[2 + 3 * s.index] = block + 1ull;
+  g_control[3 + 3 * s.index] = thread;
+}
 
 extern "C" void convops_sim_fiber_entry() {
   Thread* t = current();
   t->block->launch->kernel->invoke(t->block->launch->args);
   t->state = DONE;
+  g_control[1 + 3 * t->block->slot->index] += 1;  // a thread finished: progress
   void* dummy;
   convops_sim_switch(&dummy, t->block->scheduler_sp);
   __builtin_unreachable();
@@ -270,7 +328,7 @@ static const char* warp_name(int kind) {
   return kind >= 0 && kind <= W_ACTIVEMASK ? names[kind] : "?";
 }
 
-static void fail_block(Block& b, const Thread* t, const char* fmt, ...) {
+[[noreturn]] static void fail_block(const Thread* t, const char* fmt, ...) {
   char msg[1024];
   va_list ap;
   va_start(ap, fmt);
@@ -290,13 +348,14 @@ static unsigned source_lane(const Thread& t, unsigned lane) {
   return lane;
 }
 
-// Release the warp operations that can complete in warp [w0, end): a lane
-// waiting with mask M completes when every non-exited lane named in M waits at
-// the same operation with the same mask.  Returns true if any completed.
+// Release the warp operations that can complete: a lane waiting with mask M
+// completes when every non-exited lane named in M waits at the same operation
+// with the same mask.  Returns true if any completed.
 static bool release_warps(Block& b, unsigned n) {
   bool any = false;
   for (unsigned w0 = 0; w0 < n; w0 += 32) {
     unsigned end = std::min(n, w0 + 32);
+    unsigned exists = (end - w0 == 32) ? 0xffffffffu : ((1u << (end - w0)) - 1);
     unsigned exited = 0, ready = 0;
     for (unsigned i = w0; i < end; ++i) {
       if (b.threads[i].state == DONE) exited |= 1u << (i - w0);
@@ -312,7 +371,7 @@ static bool release_warps(Block& b, unsigned n) {
           if (b.threads[j].state == AT_WARP && b.threads[j].kind == W_ACTIVEMASK && b.threads[j].site == t.site)
             group |= 1u << (j - w0);
       } else {
-        unsigned lanes = t.mask & ~exited & ((end - w0 == 32) ? 0xffffffffu : ((1u << (end - w0)) - 1));
+        unsigned lanes = t.mask & ~exited & exists;
         bool complete = true;
         for (unsigned j = 0; j < 32 && complete; ++j) {
           if (!(lanes >> j & 1u)) continue;
@@ -320,7 +379,7 @@ static bool release_warps(Block& b, unsigned n) {
           if (u.state != AT_WARP) { complete = false; break; }
           bool same = u.mask == t.mask && u.kind == t.kind && (t.kind == W_SYNC || u.site == t.site);
           if (!same)
-            fail_block(b, &t, "warp divergence: in block (%u,%u,%u) warp %u, lane %u waits at %s (line %ld, mask "
+            fail_block(&t, "warp divergence: in block (%u,%u,%u) warp %u, lane %u waits at %s (line %ld, mask "
                        "0x%08x) and lane %u at %s (line %ld, mask 0x%08x); every lane a mask names must reach the "
                        "same warp operation with the same mask", b.bid.x, b.bid.y, b.bid.z, w0 / 32, i - w0,
                        warp_name(t.kind), t.site & 0xFFFFF, t.mask, j, warp_name(u.kind), u.site & 0xFFFFF, u.mask);
@@ -342,12 +401,10 @@ static bool release_warps(Block& b, unsigned n) {
         Thread& u = b.threads[w0 + j];
         switch (u.kind) {
           case W_SHFL: case W_SHFL_UP: case W_SHFL_DOWN: case W_SHFL_XOR: {
+            // a lane that does not take part (absent, exited, or outside the mask) gives an
+            // undefined value on a GPU: here all ones bits (NaN as a float), so a use shows
             unsigned src = source_lane(u, j);
-            if (src != j && !(group >> src & 1u))
-              fail_block(b, &u, "%s in block (%u,%u,%u) warp %u: lane %u reads lane %u, which does not take part "
-                         "(mask 0x%08x%s): the value is undefined on a GPU", warp_name(u.kind), b.bid.x, b.bid.y,
-                         b.bid.z, w0 / 32, j, src, u.mask, (exited >> src & 1u) ? ", the lane has exited" : "");
-            u.result = b.threads[w0 + src].value;
+            u.result = (src == j || (group >> src & 1u)) ? b.threads[w0 + src].value : ~0ull;
             break;
           }
           case W_BALLOT: u.result = ballot; break;
@@ -380,23 +437,16 @@ static bool release_warps(Block& b, unsigned n) {
     for (unsigned j = 0; j < 32 && w0 + j < n; ++j) {
       Thread& u = b.threads[w0 + j];
       if (!(t.mask >> j & 1u) || u.state == DONE || u.state == AT_WARP) continue;
-      fail_block(b, &t, "warp operation deadlock: in block (%u,%u,%u), lane %u of warp %u waits at %s (line %ld) "
+      fail_block(&t, "warp operation deadlock: in block (%u,%u,%u), lane %u of warp %u waits at %s (line %ld) "
                  "with mask 0x%08x, which names lane %u, but that lane waits at __syncthreads (line %ld) and "
                  "never arrives", b.bid.x, b.bid.y, b.bid.z, i - w0, w0 / 32, warp_name(t.kind), t.site & 0xFFFFF,
                  t.mask, j, u.site & 0xFFFFF);
     }
-    fail_block(b, &t, "warp operation deadlock: in block (%u,%u,%u), lane %u of warp %u waits at %s (line %ld) "
+    fail_block(&t, "warp operation deadlock: in block (%u,%u,%u), lane %u of warp %u waits at %s (line %ld) "
                "with mask 0x%08x, which the other lanes never complete", b.bid.x, b.bid.y, b.bid.z, i - w0, w0 / 32,
                warp_name(t.kind), t.site & 0xFFFFF, t.mask);
   }
-  fail_block(b, nullptr, "deadlock in block (%u,%u,%u)", b.bid.x, b.bid.y, b.bid.z);
-}
-
-static void note_progress(Slot& s, uint32_t block, unsigned thread) {
-  if (!g_control) return;
-  __atomic_fetch_add(&g_control[0], 1, __ATOMIC_RELAXED);
-  g_control[1 + 2 * s.index] = block + 1;
-  g_control[2 + 2 * s.index] = thread;
+  fail_block(nullptr, "deadlock in block (%u,%u,%u)", b.bid.x, b.bid.y, b.bid.z);
 }
 
 static void run_block(Block& b) {
@@ -408,7 +458,7 @@ static void run_block(Block& b) {
       unsigned i = b.launch->order ? n - 1 - k : k;
       Thread& t = b.threads[i];
       if (t.state != READY) continue;
-      note_progress(*b.slot, b.linear, i);
+      note_running(*b.slot, b.linear, i);
       convops_sim_switch(&b.scheduler_sp, t.sp);
       progressed = true;
     }
@@ -424,7 +474,7 @@ static void run_block(Block& b) {
       if (t.state == AT_WARP) deadlock(b, n);
       if (site == -1) { site = t.site; first = &t; }
       else if (site != t.site)
-        fail_block(b, &t, "barrier divergence: block (%u,%u,%u) threads wait at different __syncthreads "
+        fail_block(&t, "barrier divergence: block (%u,%u,%u) threads wait at different __syncthreads "
                    "(lines %ld and %ld)", b.bid.x, b.bid.y, b.bid.z, site & 0xFFFFF, t.site & 0xFFFFF);
       ++waiting;
       count += t.bar_value != 0;
@@ -433,7 +483,7 @@ static void run_block(Block& b) {
     }
     if (waiting == 0) return;
     if (done > 0)
-      fail_block(b, first, "barrier divergence: block (%u,%u,%u): %u threads wait at __syncthreads (line %ld) that "
+      fail_block(first, "barrier divergence: block (%u,%u,%u): %u threads wait at __syncthreads (line %ld) that "
                  "%u exited threads never reach", b.bid.x, b.bid.y, b.bid.z, waiting, site & 0xFFFFF, done);
     b.epoch += 1;
     for (unsigned i = 0; i < n; ++i) {
@@ -445,16 +495,14 @@ static void run_block(Block& b) {
 }
 
 // ---- memory: bounds and races --------------------------------------------------------------
-static inline bool ordered(const Access& a, uint32_t block, uint16_t thread, uint32_t epoch, const Thread* t) {
-  if (a.block != block) return false;
-  if (a.thread == thread) return true;
-  if (a.epoch < epoch) return true;
-  return (a.thread >> 5) == (thread >> 5) && a.clock <= t->vc[a.thread & 31];
+static inline bool ordered(const Access& a, const Access& now, const Thread* t) {
+  if (a.block != now.block) return false;
+  if (a.thread == now.thread) return true;
+  if (a.epoch < now.epoch) return true;
+  return (a.thread >> 5) == (now.thread >> 5) && a.clock <= t->vc[a.thread & 31];
 }
 
 static void describe(char* out, size_t len, const Access& a) {
-  unsigned n = g_launch->block.x * g_launch->block.y * g_launch->block.z;
-  (void)n;
   unsigned bx = g_launch->grid.x, by = g_launch->grid.y;
   unsigned tx = g_launch->block.x, ty = g_launch->block.y;
   std::snprintf(out, len, "%s by thread (%u,%u,%u) of block (%u,%u,%u)",
@@ -463,57 +511,93 @@ static void describe(char* out, size_t len, const Access& a) {
                 a.block / (bx * by));
 }
 
-[[noreturn]] static void race(const Thread* t, const Access& now, const Access& before, const char* where_text) {
-  char a[160], b[160];
+struct Place {  // what a race report calls the address
+  const char* what;  // "argument", "shared", "dynamic", "device"
+  long index;        // argument number
+  uintptr_t offset;  // byte offset in the buffer or block
+  uintptr_t base;    // where the buffer or block starts
+};
+
+static void place_name(char* out, size_t len, const Place& p) {
+  if (!std::strcmp(p.what, "argument"))
+    std::snprintf(out, len, "argument %ld at byte offset %lu", p.index, (unsigned long)p.offset);
+  else if (!std::strcmp(p.what, "shared"))
+    std::snprintf(out, len, "static shared memory at byte offset %lu", (unsigned long)p.offset);
+  else if (!std::strcmp(p.what, "dynamic"))
+    std::snprintf(out, len, "dynamic shared memory at byte offset %lu", (unsigned long)p.offset);
+  else
+    std::snprintf(out, len, "__device__ memory at address %#lx", (unsigned long)(p.base + p.offset));
+}
+
+[[noreturn]] static void race(const Thread* t, const Access& now, const Access& before, const Place& p) {
+  char a[160], b[160], where_text[160];
   describe(a, sizeof a, now);
   describe(b, sizeof b, before);
+  place_name(where_text, sizeof where_text, p);
   report("race", t, {now.pc, before.pc}, "data race on %s: %s at {pc0} conflicts with %s at {pc1}, with no "
          "__syncthreads or warp synchronization between them%s", where_text, a, b,
          now.block != before.block ? " (different blocks are never ordered)" : "");
 }
 
-static void shadow_access(Cell* cells, size_t index, bool shared, const Thread* t, bool write, bool atomic,
-                          uintptr_t pc, const char* (*name)(char*, size_t, const void*), const void* ctx) {
-  Cell& c = cells[index];
+// Record an access to one cell; `bytes` is the mask of its bytes touched, `shared` says stale
+// records of other blocks are not conflicts (each block has its own shared memory).
+static void shadow_access(Cell& c, uint16_t bytes, bool shared, const Thread* t, bool write, bool atomic,
+                          uintptr_t pc, const Place& place) {
   Access now;
   now.block = t->block->linear;
   now.epoch = t->block->epoch;
   now.thread = (uint16_t)t->linear;
   now.clock = t->vc[t->linear & 31];
   now.pc = (uint32_t)pc;
+  now.bytes = bytes;
   now.flags = 1 | (write ? 2 : 0) | (atomic ? 4 : 0);
   auto live = [&](const Access& a) { return (a.flags & 1) && !(shared && a.block != now.block); };
   auto conflicts = [&](const Access& a) {
-    if (!live(a) || (a.block == now.block && a.thread == now.thread)) return false;
+    if (!live(a) || !(a.bytes & bytes) || (a.block == now.block && a.thread == now.thread)) return false;
     if ((a.flags & 4) && atomic) return false;
-    return !ordered(a, now.block, now.thread, now.epoch, t);
+    return !ordered(a, now, t);
   };
-  char text[256];
-  if (conflicts(c.w)) race(t, now, c.w, name(text, sizeof text, ctx));
+  if (conflicts(c.w)) race(t, now, c.w, place);
   if (write) {
-    if (conflicts(c.r0)) race(t, now, c.r0, name(text, sizeof text, ctx));
-    if (conflicts(c.r1)) race(t, now, c.r1, name(text, sizeof text, ctx));
+    if (conflicts(c.r0)) race(t, now, c.r0, place);
+    if (conflicts(c.r1)) race(t, now, c.r1, place);
     c.w = now;
     c.r0.flags = c.r1.flags = 0;
-  } else {
-    if (live(c.r0) && c.r0.block == now.block && c.r0.thread == now.thread) c.r0 = now;
-    else if (live(c.r1) && c.r1.block == now.block && c.r1.thread == now.thread) c.r1 = now;
-    else { c.r1 = c.r0; c.r0 = now; }
-    if (!live(c.r1)) c.r1.flags = 0;
+    return;
+  }
+  // keep two reads: the same thread's is replaced; then a read ordered before this one (covered
+  // by it); else the one most like this read (same block, same warp), so reads from other warps
+  // and blocks -- the races hardest to see -- are kept
+  auto same_thread = [&](const Access& a) { return live(a) && a.block == now.block && a.thread == now.thread; };
+  auto likeness = [&](const Access& a) {
+    if (!live(a)) return 4;
+    if (ordered(a, now, t)) return 3;
+    return (a.block == now.block) + (a.block == now.block && (a.thread >> 5) == (now.thread >> 5));
+  };
+  if (same_thread(c.r0)) c.r0 = now;
+  else if (same_thread(c.r1)) c.r1 = now;
+  else if (likeness(c.r0) > likeness(c.r1)) c.r0 = now;
+  else { c.r1 = c.r0; c.r0 = now; }
+}
+
+// Every cell [addr, addr + size) touches, with its byte mask.
+static void shadow_span(Cell* cells, uintptr_t base, unsigned granule, uintptr_t addr, unsigned size, bool shared,
+                        const Thread* t, bool write, bool atomic, uintptr_t pc, Place place) {
+  uintptr_t end = addr + size;
+  for (uintptr_t cell = (addr - base) / granule; base + cell * granule < end; ++cell) {
+    uintptr_t lo = std::max(addr, base + cell * granule), hi = std::min(end, base + (cell + 1) * granule);
+    uint16_t mask = (uint16_t)(((1u << (hi - lo)) - 1) << (lo - base - cell * granule));
+    place.offset = lo - base;
+    place.base = base;
+    shadow_access(cells[cell], mask, shared, t, write, atomic, pc, place);
   }
 }
 
-struct ArgCtx { const Region* r; uintptr_t addr; };
-static const char* arg_name(char* out, size_t len, const void* p) {
-  const ArgCtx* c = static_cast<const ArgCtx*>(p);
-  std::snprintf(out, len, "argument %d at byte offset %lu", c->r->arg, (unsigned long)(c->addr - c->r->lo));
-  return out;
-}
-struct SharedCtx { const char* what; uintptr_t off; };
-static const char* shared_name(char* out, size_t len, const void* p) {
-  const SharedCtx* c = static_cast<const SharedCtx*>(p);
-  std::snprintf(out, len, "%s shared memory at byte offset %lu", c->what, (unsigned long)c->off);
-  return out;
+static bool in_pairs(const std::vector<std::pair<uint64_t, uint64_t>>& v, uintptr_t base, uintptr_t addr,
+                     unsigned size) {
+  for (auto& p : v)
+    if (addr >= base + p.first && addr + size <= base + p.first + p.second) return true;
+  return false;
 }
 
 [[noreturn]] static void bad_address(const Thread* t, uintptr_t addr, unsigned size, bool write, uintptr_t pc) {
@@ -523,32 +607,40 @@ static const char* shared_name(char* out, size_t len, const void* p) {
   if (addr < kPage)
     report("oob", t, {pc}, "invalid %s of %u bytes at address %#lx (a null pointer) by %s at {pc0}", rw, size,
            (unsigned long)addr, where(t).c_str());
-  if (addr >= s.tls_lo && addr < s.tls_hi)
-    report("oob", t, {pc}, "out-of-bounds %s of %u bytes at byte offset %lu of static shared memory, outside "
-           "every __shared__ variable of the kernel, by %s at {pc0}", rw, size, (unsigned long)(addr - s.tls_lo),
-           where(t).c_str());
-  uintptr_t dyn = reinterpret_cast<uintptr_t>(s.dyn.data());
-  if (addr >= dyn && addr < dyn + L.dyn_bytes + 4096)
-    report("oob", t, {pc}, "out-of-bounds %s of %u bytes at byte offset %lu of dynamic shared memory (%lu bytes "
-           "launched) by %s at {pc0}", rw, size, (unsigned long)(addr - dyn), (unsigned long)L.dyn_bytes,
-           where(t).c_str());
   if (addr - g_fib_lo < g_fib_size)
     report("oob", t, {pc}, "%s of %u bytes at %#lx in another thread's local memory (stack) by %s at {pc0}", rw,
            size, (unsigned long)addr, where(t).c_str());
-  const Region* near = nullptr;
-  long best = 0;
-  for (const Region& r : L.regions) {
-    long d = addr < r.lo ? (long)(r.lo - addr) : (long)(addr + size - r.hi);
-    if (!near || d < best) { near = &r; best = d; }
+  // the nearest of what the kernel may touch
+  struct Near { const char* what; long arg; uintptr_t lo, hi; } best{nullptr, 0, 0, 0};
+  long best_d = 0;
+  auto consider = [&](const char* what, long arg, uintptr_t lo, uintptr_t hi) {
+    long d = addr < lo ? (long)(lo - addr) : addr + size > hi ? (long)(addr + size - hi) : 0;
+    if (!best.what || d < best_d) { best = {what, arg, lo, hi}; best_d = d; }
+  };
+  for (const Span& r : L.regions) consider("argument", r.arg, r.lo, r.hi);
+  if (s.tls_hi > s.tls_lo) consider("static shared memory", -1, s.tls_lo, s.tls_hi);
+  uintptr_t dyn = reinterpret_cast<uintptr_t>(s.dyn);
+  if (dyn) consider("dynamic shared memory", -1, dyn, dyn + L.dyn_bytes);
+  for (auto& v : L.device) consider("__device__ variable", -1, v.first, v.first + v.second);
+  if (best.what && best_d <= (1L << 40)) {
+    long off = (long)(addr - best.lo);
+    const char* side = off < 0 ? "before the start" : (addr + size > best.hi) ? "past the end" : "between variables";
+    if (best.arg >= 0)
+      report("oob", t, {pc}, "out-of-bounds %s of %u bytes to argument %ld (%lu bytes) %s, at byte offset %ld, by "
+             "%s at {pc0}", rw, size, best.arg, (unsigned long)(best.hi - best.lo), side, off, where(t).c_str());
+    if (!std::strcmp(best.what, "static shared memory"))
+      report("oob", t, {pc}, "out-of-bounds %s of %u bytes at static shared memory byte offset %ld, outside every "
+             "__shared__ variable of the kernel, by %s at {pc0}", rw, size, off, where(t).c_str());
+    if (!std::strcmp(best.what, "dynamic shared memory"))
+      report("oob", t, {pc}, "out-of-bounds %s of %u bytes at byte offset %ld of dynamic shared memory (%lu bytes "
+             "launched) by %s at {pc0}", rw, size, off, (unsigned long)L.dyn_bytes, where(t).c_str());
+    report("oob", t, {pc}, "out-of-bounds %s of %u bytes at address %#lx, outside every __device__ variable "
+           "(nearest: %lu bytes at %#lx) by %s at {pc0}", rw, size, (unsigned long)addr,
+           (unsigned long)(best.hi - best.lo), (unsigned long)best.lo, where(t).c_str());
   }
-  if (near && best <= (1L << 40)) {
-    long off = (long)(addr - near->lo);
-    report("oob", t, {pc}, "out-of-bounds %s of %u bytes to argument %d (%lu bytes) %s, at byte offset %ld, by %s "
-           "at {pc0}", rw, size, near->arg, (unsigned long)(near->hi - near->lo),
-           off < 0 ? "before the start" : "past the end", off, where(t).c_str());
-  }
-  report("oob", t, {pc}, "invalid %s of %u bytes at address %#lx (not inside any argument, shared memory or the "
-         "thread's stack) by %s at {pc0}", rw, size, (unsigned long)addr, where(t).c_str());
+  report("oob", t, {pc}, "invalid %s of %u bytes at address %#lx (not inside any argument, shared memory, "
+         "__device__ variable or the thread's stack; device-side malloc is not supported) by %s at {pc0}", rw, size,
+         (unsigned long)addr, where(t).c_str());
 }
 
 static void access(uintptr_t addr, unsigned size, bool write, bool atomic, uintptr_t pc, bool aligned) {
@@ -559,41 +651,35 @@ static void access(uintptr_t addr, unsigned size, bool write, bool atomic, uintp
   if (aligned && size > 1 && (addr & (size - 1)))
     report("oob", t, {pc}, "misaligned %s of %u bytes at address %#lx (a GPU faults: accesses must be aligned to "
            "their size) by %s at {pc0}", write ? "write" : "read", size, (unsigned long)addr, where(t).c_str());
-  for (Region& r : L.regions) {
+  for (Span& r : L.regions) {
     if (addr >= r.lo && addr < r.hi) {
       if (addr + size > r.hi) bad_address(t, addr, size, write, pc);
-      if (L.race) {
-        ArgCtx ctx{&r, addr};
-        size_t first = (addr - r.lo) / r.granule, last = (addr + size - 1 - r.lo) / r.granule;
-        for (size_t i = first; i <= last; ++i) shadow_access(r.shadow, i, false, t, write, atomic, pc, arg_name, &ctx);
-      }
+      if (L.race) shadow_span(r.shadow, r.lo, r.granule, addr, size, false, t, write, atomic, pc, {"argument", r.arg, 0, 0});
       return;
     }
   }
   Slot& s = *t->block->slot;
   if (addr >= s.tls_lo && addr + size <= s.tls_hi) {
-    bool declared = false;  // inside one of the kernel's own static shared variables
-    for (auto& v : L.shared)
-      declared |= addr >= s.tls_lo + v.first && addr + size <= s.tls_lo + v.first + v.second;
-    if (!declared) bad_address(t, addr, size, write, pc);
-    if (L.race) {
-      SharedCtx ctx{"static", addr - s.tls_lo};
-      for (unsigned i = 0; i < size; ++i)
-        shadow_access(s.tls_shadow, addr - s.tls_lo + i, true, t, write, atomic, pc, shared_name, &ctx);
-    }
+    if (!in_pairs(L.shared, s.tls_lo, addr, size)) bad_address(t, addr, size, write, pc);
+    if (L.race) shadow_span(s.tls_shadow, s.tls_lo, 1, addr, size, true, t, write, atomic, pc, {"shared", 0, 0, 0});
     return;
   }
-  uintptr_t dyn = reinterpret_cast<uintptr_t>(s.dyn.data());
+  uintptr_t dyn = reinterpret_cast<uintptr_t>(s.dyn);
   if (addr >= dyn && addr + size <= dyn + L.dyn_bytes) {
-    if (L.race) {
-      SharedCtx ctx{"dynamic", addr - dyn};
-      for (unsigned i = 0; i < size; ++i)
-        shadow_access(s.dyn_shadow, addr - dyn + i, true, t, write, atomic, pc, shared_name, &ctx);
+    if (L.race) shadow_span(s.dyn_shadow, dyn, 1, addr, size, true, t, write, atomic, pc, {"dynamic", 0, 0, 0});
+    return;
+  }
+  if ((addr >= kdata_lo() && addr < kdata_hi()) || (addr >= kbss_lo() && addr < kbss_hi())) {
+    if (!in_pairs(L.device, 0, addr, size)) bad_address(t, addr, size, write, pc);
+    if (L.race && L.device_shadow) {
+      uintptr_t base = std::min(kdata_lo() ? kdata_lo() : kbss_lo(), kbss_lo() ? kbss_lo() : kdata_lo());
+      shadow_span(L.device_shadow, base, 1, addr, size, false, t, write, atomic, pc, {"device", 0, 0, 0});
     }
     return;
   }
-  for (auto& seg : g_static)
-    if (addr >= seg.first && addr + size <= seg.second) return;
+  if (!write)
+    for (auto& seg : g_static)
+      if (addr >= seg.first && addr + size <= seg.second) return;  // constants, string literals, tables
   bad_address(t, addr, size, write, pc);
 }
 
@@ -612,6 +698,19 @@ static void setup_slot(Slot& s) {
       _exit(3);
     }
   }
+}
+
+// Dynamic shared memory: its own mapping, with unmapped pages after it.
+static void reserve_dynamic(Slot& s, size_t bytes) {
+  if (bytes <= s.dyn_capacity && s.dyn) return;
+  if (s.dyn) munmap(s.dyn, s.dyn_capacity + 16 * kPage);
+  s.dyn_capacity = std::max<size_t>((bytes + kPage - 1) & ~(kPage - 1), kPage);
+  void* m = mmap(nullptr, s.dyn_capacity + 16 * kPage, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (m == MAP_FAILED || mprotect(m, s.dyn_capacity, PROT_READ | PROT_WRITE)) {
+    std::perror("convops sim worker: dynamic shared memory");
+    _exit(3);
+  }
+  s.dyn = static_cast<char*>(m);
 }
 
 // Signal handlers run on an alternate stack (a stack overflow leaves none).
@@ -646,14 +745,14 @@ static void tls_range(Slot& s) {
 // 0xFF bytes, a NaN in every float format and -1 in every integer one.
 static void fill_shared(Slot& s, const Launch& L) {
   for (auto& v : L.shared) std::memset(reinterpret_cast<void*>(s.tls_lo + v.first), 0xFF, v.second);
-  if (L.dyn_bytes) std::memset(s.dyn.data(), 0xFF, L.dyn_bytes);
+  if (L.dyn_bytes) std::memset(s.dyn, 0xFF, L.dyn_bytes);
 }
 
 static void run_blocks(Launch& L, Slot& s) {
   setup_slot(s);
   alt_stack_for_thread();
   tls_range(s);
-  if (s.dyn.size() < L.dyn_bytes + 16) s.dyn.assign(L.dyn_bytes + 16, 0);
+  reserve_dynamic(s, L.dyn_bytes);
   Thread* threads = new Thread[L.nthreads];
   Block b;
   b.launch = &L;
@@ -688,23 +787,23 @@ static void run_blocks(Launch& L, Slot& s) {
     fill_shared(s, L);
     run_block(b);
   }
+  g_control[2 + 3 * s.index] = 0;  // this OS thread is done
   delete[] threads;
 }
 
 // ---- protocol -------------------------------------------------------------------------------
-// Request (little endian): header, then n_regions Region records, n_shared (offset, size, 0, 0)
-// records (the kernel's static shared variables in the TLS block), n_args Arg records, then the
-// scalar bytes.  Every field is 8 bytes.
+// Request (little endian, every field 8 bytes): the header, then n_regions argument buffers
+// (offset in the arena, bytes, shadow cell size, first argument), n_shared (offset in the TLS
+// block, size) records of the kernel's static shared variables, n_device (address, size) records
+// of the module's __device__ variables, n_args Arg records, then the scalar bytes.
 struct ReqHeader {
-  uint64_t magic, kernel, grid[3], block[3], dyn_bytes, order, race, threads, n_args, n_regions, n_shared, arena_len;
+  uint64_t magic, kernel, grid[3], block[3], dyn_bytes, order, race, threads, quiet, device_state, n_args,
+      n_regions, n_shared, n_device, arena_len;
 };
-struct ReqRegion {
-  uint64_t offset, nbytes, granule, arg;
+struct ReqRecord {
+  uint64_t a, b, c, d;
 };
-struct ReqArg {
-  uint64_t is_pointer, region, offset, size;  // pointer: region and offset in it; scalar: offset in the blob, size
-};
-constexpr uint64_t kMagic = 0x636f6e766f707331ull;  // "convops1"
+constexpr uint64_t kMagic = 0x636f6e766f707332ull;  // "convops2"
 constexpr size_t kGap = 64ull << 20;                // unmapped around every argument buffer
 
 static void map_arena(int fd, size_t len) {
@@ -717,14 +816,37 @@ static void map_arena(int fd, size_t len) {
   g_arena_fd = fd;
 }
 
-static void launch(const char* msg, size_t len) {
+static Cell* shadow_cells(size_t n, const char* what) {
+  Cell* c = static_cast<Cell*>(std::calloc(n + 1, sizeof(Cell)));
+  if (!c)
+    report("launch", nullptr, {}, "the race detector could not allocate %lu bytes of shadow memory for %s; pass "
+           "check_races=False or use smaller arrays", (unsigned long)((n + 1) * sizeof(Cell)), what);
+  return c;
+}
+
+// __device__ state: kept across launches (as on a GPU), but a launch's second run starts
+// from the state its first run started from.
+static void device_state(uint64_t how) {
+  uintptr_t lo = kdata_lo(), hi = kdata_hi(), blo = kbss_lo(), bhi = kbss_hi();
+  size_t data = lo ? hi - lo : 0, bss = blo ? bhi - blo : 0;
+  if (how == 1) {  // snapshot
+    g_device_snapshot.resize(data + bss);
+    if (data) std::memcpy(g_device_snapshot.data(), reinterpret_cast<void*>(lo), data);
+    if (bss) std::memcpy(g_device_snapshot.data() + data, reinterpret_cast<void*>(blo), bss);
+  } else if (how == 2 && g_device_snapshot.size() == data + bss) {  // restore
+    if (data) std::memcpy(reinterpret_cast<void*>(lo), g_device_snapshot.data(), data);
+    if (bss) std::memcpy(reinterpret_cast<void*>(blo), g_device_snapshot.data() + data, bss);
+  }
+}
+
+static void launch(const char* msg) {
   ReqHeader h;
   std::memcpy(&h, msg, sizeof h);
-  const ReqRegion* rr = reinterpret_cast<const ReqRegion*>(msg + sizeof h);
-  const ReqRegion* rs = rr + h.n_regions;
-  const ReqArg* ra = reinterpret_cast<const ReqArg*>(rs + h.n_shared);
+  const ReqRecord* rr = reinterpret_cast<const ReqRecord*>(msg + sizeof h);
+  const ReqRecord* rs = rr + h.n_regions;
+  const ReqRecord* rd = rs + h.n_shared;
+  const ReqRecord* ra = rd + h.n_device;
   const char* blob = reinterpret_cast<const char*>(ra + h.n_args);
-  (void)len;
   Launch L;
   L.kernel = &convops_sim_kernels[h.kernel];
   L.grid = dim3(h.grid[0], h.grid[1], h.grid[2]);
@@ -733,34 +855,36 @@ static void launch(const char* msg, size_t len) {
   L.dyn_bytes = h.dyn_bytes;
   L.order = (int)h.order;
   L.race = h.race != 0;
-  for (uint64_t i = 0; i < h.n_shared; ++i) L.shared.push_back({rs[i].offset, rs[i].nbytes});
+  for (uint64_t i = 0; i < h.n_shared; ++i) L.shared.push_back({rs[i].a, rs[i].b});
+  for (uint64_t i = 0; i < h.n_device; ++i) L.device.push_back({rd[i].a, rd[i].b});
   g_launch = &L;
-  // argument buffers: each mapped on its own, between unmapped gaps
-  for (uint64_t i = 0; i < h.n_regions; ++i) {
-    Region r;
-    size_t data = (rr[i].nbytes + kPage - 1) & ~(kPage - 1);
+  device_state(h.device_state);
+  for (uint64_t i = 0; i < h.n_regions; ++i) {  // argument buffers, each mapped between unmapped gaps
+    Span r;
+    size_t inpage = rr[i].a & (kPage - 1);  // the buffer's address modulo 256 is the host array's
+    size_t data = (inpage + rr[i].b + kPage - 1) & ~(kPage - 1);
     r.map_len = data + 2 * kGap;
     r.map = mmap(nullptr, r.map_len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     char* base = static_cast<char*>(r.map) + kGap;
     if (data) {  // the arena's pages again, at an address with nothing mapped around it
-      void* got = mmap(base, data, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, g_arena_fd, rr[i].offset);
+      void* got = mmap(base, data, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, g_arena_fd, rr[i].a - inpage);
       if (got == MAP_FAILED) { std::perror("convops sim worker: map argument"); _exit(3); }
     }
-    r.lo = reinterpret_cast<uintptr_t>(base);
-    r.hi = r.lo + rr[i].nbytes;
-    r.arg = (int)rr[i].arg;
-    r.granule = (unsigned)std::max<uint64_t>(1, rr[i].granule);
-    if (L.race) r.shadow = static_cast<Cell*>(std::calloc((rr[i].nbytes + r.granule - 1) / r.granule + 1, sizeof(Cell)));
+    r.lo = reinterpret_cast<uintptr_t>(base) + inpage;
+    r.hi = r.lo + rr[i].b;
+    r.granule = (unsigned)std::max<uint64_t>(1, rr[i].c);
+    r.arg = (int)rr[i].d;
+    if (L.race) r.shadow = shadow_cells((rr[i].b + r.granule - 1) / r.granule, "an argument");
     L.regions.push_back(r);
   }
   std::vector<void*> args(h.n_args);
   std::vector<uintptr_t> pointers(h.n_args);
   for (uint64_t i = 0; i < h.n_args; ++i) {
-    if (ra[i].is_pointer) {
-      pointers[i] = L.regions[ra[i].region].lo + ra[i].offset;
+    if (ra[i].a) {
+      pointers[i] = L.regions[ra[i].b].lo + ra[i].c;
       args[i] = &pointers[i];
     } else {
-      args[i] = const_cast<char*>(blob + ra[i].offset);
+      args[i] = const_cast<char*>(blob + ra[i].c);
     }
   }
   L.args = args.data();
@@ -771,14 +895,30 @@ static void launch(const char* msg, size_t len) {
   if (L.race) {
     Slot& s = g_slots[0];
     tls_range(s);
-    s.tls_shadow = static_cast<Cell*>(std::calloc(s.tls_hi - s.tls_lo + 1, sizeof(Cell)));
-    s.dyn_shadow = static_cast<Cell*>(std::calloc(L.dyn_bytes + 1, sizeof(Cell)));
+    s.tls_shadow = shadow_cells(s.tls_hi - s.tls_lo, "static shared memory");
+    s.dyn_shadow = shadow_cells(L.dyn_bytes, "dynamic shared memory");
+    uintptr_t lo = std::min(kdata_lo() ? kdata_lo() : kbss_lo(), kbss_lo() ? kbss_lo() : kdata_lo());
+    uintptr_t hi = std::max(kdata_hi(), kbss_hi());
+    if (lo && hi > lo) L.device_shadow = shadow_cells(hi - lo, "__device__ memory");
+  }
+  int saved_stdout = -1;
+  if (h.quiet) {  // a rerun prints nothing: printf output appears once, as on a GPU
+    std::fflush(stdout);
+    saved_stdout = dup(1);
+    int null = open("/dev/null", O_WRONLY);
+    dup2(null, 1);
+    close(null);
   }
   std::vector<std::thread> pool;
   for (unsigned i = 1; i < workers; ++i) pool.emplace_back([&L, i]() { run_blocks(L, g_slots[i]); });
   run_blocks(L, g_slots[0]);
   for (auto& t : pool) t.join();
-  for (Region& r : L.regions) {
+  std::fflush(stdout);
+  if (saved_stdout >= 0) {
+    dup2(saved_stdout, 1);
+    close(saved_stdout);
+  }
+  for (Span& r : L.regions) {
     munmap(r.map, r.map_len);
     std::free(r.shadow);
   }
@@ -786,23 +926,24 @@ static void launch(const char* msg, size_t len) {
     std::free(g_slots[0].tls_shadow);
     std::free(g_slots[0].dyn_shadow);
     g_slots[0].tls_shadow = g_slots[0].dyn_shadow = nullptr;
+    std::free(L.device_shadow);
   }
   g_launch = nullptr;
-  send_all("{\"ok\": true}");
+  send_message("{\"ok\": true}");
 }
 
-// The handshake: the static shared memory size and every kernel's signature.
+// The handshake: every kernel's function address and signature.
 static void hello() {
-  Slot probe;
-  tls_range(probe);
-  g_tls_size = probe.tls_hi - probe.tls_lo;
-  std::string out = "{\"ok\": true, \"static_shared\": " + std::to_string(g_tls_size) + ", \"kernels\": [";
+  std::string out = "{\"ok\": true, \"kernels\": [";
+  std::vector<ParamInfo> info(1024);
   for (int k = 0; k < convops_sim_kernel_count; ++k) {
-    ParamInfo info[64];
-    int n = convops_sim_kernels[k].signature(info, 64);
-    out += k ? ", [" : "[";
-    for (int i = 0; i < n && i < 64; ++i) {
-      char b[96];
+    int n = convops_sim_kernels[k].signature(info.data(), (int)info.size());
+    char head[96];
+    std::snprintf(head, sizeof head, "%s{\"address\": %lu, \"params\": [", k ? ", " : "",
+                  (unsigned long)reinterpret_cast<uintptr_t>(convops_sim_kernels[k].function));
+    out += head;
+    for (int i = 0; i < n && i < (int)info.size(); ++i) {
+      char b[128];
       std::snprintf(b, sizeof b, "%s{\"size\": %ld, \"pointer\": %d, \"pointee\": %ld, \"kind\": \"%c\", \"elem\": %d, "
                     "\"type\": ", i ? ", " : "", info[i].size, info[i].is_pointer, info[i].pointee_size,
                     info[i].kind, info[i].elem_size);
@@ -810,10 +951,10 @@ static void hello() {
       json_str(out, info[i].type);
       out += "}";
     }
-    out += "]";
+    out += "]}";
   }
   out += "]}";
-  send_all(out);
+  send_message(out);
 }
 
 // ---- faults --------------------------------------------------------------------------------
@@ -826,17 +967,19 @@ static void on_signal(int sig, siginfo_t* info, void* uc_) {
   const char* name = sig == SIGSEGV ? "SIGSEGV" : sig == SIGBUS ? "SIGBUS" : sig == SIGFPE ? "SIGFPE"
                    : sig == SIGILL ? "SIGILL" : sig == SIGABRT ? "SIGABRT" : "a signal";
   if (t && (sig == SIGSEGV || sig == SIGBUS) && addr >= t->guard_lo && addr < t->stack_lo)
-    report("stack", t, {pc}, "stack overflow: %s used more than its %lu-byte stack (config.sim_stack_bytes) at "
+    report("stack", t, {pc + 1}, "stack overflow: %s used more than its %lu-byte stack (config.sim_stack_bytes) at "
            "{pc0}", where(t).c_str(), (unsigned long)g_stack_bytes);
+  std::vector<uintptr_t> frames = code_frames(pc);
   if (t && sig == SIGFPE)
-    report("fault", t, {pc}, "arithmetic fault (%s: integer division by zero or overflow) in %s at {pc0}", name,
+    report("fault", t, frames, "arithmetic fault (%s: integer division by zero or overflow) in %s at {user}", name,
            where(t).c_str());
   if (t && (sig == SIGSEGV || sig == SIGBUS))
-    report("oob", t, {pc}, "invalid access at address %#lx (%s) by %s at {pc0}", (unsigned long)addr, name,
+    report("oob", t, frames, "invalid access at address %#lx (%s, in code the simulator does not instrument: a "
+           "library function such as memcpy or a math routine) by %s at {user}", (unsigned long)addr, name,
            where(t).c_str());
   if (t)
-    report("fault", t, {pc}, "%s in %s at {pc0}", name, where(t).c_str());
-  report("fault", nullptr, {pc}, "%s in the simulator outside a kernel thread at {pc0} (address %#lx)", name,
+    report("fault", t, frames, "%s (abort, an uncaught exception or a trap) in %s at {user}", name, where(t).c_str());
+  report("fault", nullptr, frames, "%s in the simulator outside a kernel thread at {user} (address %#lx)", name,
          (unsigned long)addr);
 }
 
@@ -948,6 +1091,27 @@ void __ubsan_handle_builtin_unreachable(void* data) { ub(data, "__builtin_unreac
 void __ubsan_handle_missing_return(void* data) { ub(data, "end of a function that returns a value reached"); }
 void __ubsan_handle_vla_bound_not_positive_abort(void* data, void*) { ub(data, "variable-length array of size <= 0"); }
 void __ubsan_handle_vla_bound_not_positive(void* data, void* v) { __ubsan_handle_vla_bound_not_positive_abort(data, v); }
+// -fsanitize=alignment: an access through a pointer not aligned for its type (a GPU faults).
+struct SimTypeDescriptor {
+  uint16_t kind, info;
+  char name[1];
+};
+struct SimTypeMismatch {
+  SimSourceLocation loc;
+  const SimTypeDescriptor* type;
+  unsigned char log_alignment, check_kind;
+};
+void __ubsan_handle_type_mismatch_v1_abort(void* data, void* pointer) {
+  const SimTypeMismatch* d = static_cast<const SimTypeMismatch*>(data);
+  sim::Thread* t = sim::current();
+  if (!pointer)
+    sim::report("oob", t, {}, "null pointer used as %s at %s:%u:%u%s%s", d->type->name, d->loc.file, d->loc.line,
+                d->loc.column, t ? " by " : "", t ? sim::where(t).c_str() : "");
+  sim::report("oob", t, {}, "misaligned access at address %p through a pointer to %s, which needs %u-byte alignment "
+              "(a GPU faults), at %s:%u:%u%s%s", pointer, d->type->name, 1u << d->log_alignment, d->loc.file,
+              d->loc.line, d->loc.column, t ? " by " : "", t ? sim::where(t).c_str() : "");
+}
+void __ubsan_handle_type_mismatch_v1(void* data, void* pointer) { __ubsan_handle_type_mismatch_v1_abort(data, pointer); }
 
 // A failed device assert (this executable's definition is the one every call binds to).
 void __assert_fail(const char* expr, const char* file, unsigned int line, const char* function) noexcept {
@@ -964,7 +1128,7 @@ uint3 block_idx() { return current()->block->bid; }
 dim3 block_dim() { return current()->block->launch->block; }
 dim3 grid_dim() { return current()->block->launch->grid; }
 int lane_id() { return (int)(current()->linear % 32); }
-void* dynamic_shared() { return current()->block->slot->dyn.data(); }
+void* dynamic_shared() { return current()->block->slot->dyn; }
 
 int barrier(long site, int kind, int value) {
   Thread* t = current();
@@ -1004,6 +1168,17 @@ unsigned long long warp_op(long site, int kind, unsigned mask, unsigned long lon
 }  // namespace sim
 
 // ---- main: the worker loop ----------------------------------------------------------------------
+static bool read_exact(char* p, size_t n) {
+  while (n) {
+    ssize_t k = recv(sim::g_sock, p, n, 0);
+    if (k < 0 && errno == EINTR) continue;
+    if (k <= 0) return false;
+    p += k;
+    n -= (size_t)k;
+  }
+  return true;
+}
+
 int main() {
   using namespace sim;
   const char* fd_text = std::getenv("CONVOPS_SIM_FD");
@@ -1012,8 +1187,14 @@ int main() {
     return 2;
   }
   g_sock = std::atoi(fd_text);
-  prctl(PR_SET_PDEATHSIG, SIGKILL);
-  if (getppid() == 1) return 0;
+  // end with the caller, even in the middle of a launch (PR_SET_PDEATHSIG would follow the caller's
+  // *thread* that started this process, which may end long before the caller)
+  pid_t parent = getppid();
+  std::thread([parent]() {
+    while (getppid() == parent) usleep(200000);
+    _exit(0);
+  }).detach();
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);  // kernel printf reaches a pipe before the worker ends
   const char* stack_text = std::getenv("CONVOPS_SIM_STACK_BYTES");
   if (stack_text && std::atol(stack_text) > 0) g_stack_bytes = (size_t)std::atol(stack_text);
   g_stack_bytes = (g_stack_bytes + kPage - 1) & ~(kPage - 1);
@@ -1031,40 +1212,42 @@ int main() {
   dl_iterate_phdr([](dl_phdr_info* info, size_t, void*) -> int {
     for (int i = 0; i < info->dlpi_phnum; ++i)
       if (info->dlpi_phdr[i].p_type == PT_LOAD) {
-        uintptr_t lo = info->dlpi_addr + info->dlpi_phdr[i].p_vaddr;
-        g_static.push_back({lo, lo + info->dlpi_phdr[i].p_memsz});
+        uintptr_t lo = info->dlpi_addr + info->dlpi_phdr[i].p_vaddr, hi = lo + info->dlpi_phdr[i].p_memsz;
+        g_static.push_back({lo, hi});
+        if (info->dlpi_phdr[i].p_flags & PF_X) { g_text_lo = lo; g_text_hi = hi; }
       }
     return 1;
   }, nullptr);
   install_handlers();
   alt_stack_for_thread();
+  static uint64_t no_control[1 + 3 * kMaxSlots];
+  g_control = no_control;  // until an arena arrives
   hello();
-  std::vector<char> buf(1 << 20);
+  std::vector<char> buf;
   while (true) {
+    uint64_t n = 0;
     char cbuf[CMSG_SPACE(sizeof(int))];
-    iovec iov{buf.data(), buf.size()};
+    iovec iov{&n, sizeof n};
     msghdr m;
     std::memset(&m, 0, sizeof m);
     m.msg_iov = &iov;
     m.msg_iovlen = 1;
     m.msg_control = cbuf;
     m.msg_controllen = sizeof cbuf;
-    ssize_t n = recvmsg(g_sock, &m, 0);
-    if (n <= 0) return 0;  // the caller is gone
+    ssize_t got = recvmsg(g_sock, &m, MSG_WAITALL);
+    if (got != (ssize_t)sizeof n) return 0;  // the caller is gone
+    int fd = -1;
     for (cmsghdr* c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c))
-      if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
-        int fd;
-        std::memcpy(&fd, CMSG_DATA(c), sizeof fd);
-        ReqHeader h;
-        std::memcpy(&h, buf.data(), sizeof h);
-        map_arena(fd, h.arena_len);
-      }
+      if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) std::memcpy(&fd, CMSG_DATA(c), sizeof fd);
+    buf.resize(std::max<uint64_t>(n, sizeof(ReqHeader)));
+    if (!read_exact(buf.data(), n)) return 0;
     ReqHeader h;
     std::memcpy(&h, buf.data(), sizeof h);
-    if (h.magic != kMagic || h.kernel >= (uint64_t)convops_sim_kernel_count) {
-      send_all("{\"ok\": false, \"kind\": \"launch\", \"message\": \"malformed launch request\"}");
+    if (n < sizeof h || h.magic != kMagic || h.kernel >= (uint64_t)convops_sim_kernel_count) {
+      send_message("{\"ok\": false, \"kind\": \"launch\", \"message\": \"malformed launch request\"}");
       return 4;
     }
-    launch(buf.data(), (size_t)n);
+    if (fd >= 0) map_arena(fd, h.arena_len);
+    launch(buf.data());
   }
 }
