@@ -670,7 +670,7 @@ class SimKernel:
             offsets.append(arena_len + inpage)
             arena_len += -(-max(inpage + g.hi - g.lo, 1) // _PAGE) * _PAGE
         if races:
-            shadow = _CELL_BYTES * (sum(-(-(g.hi - g.lo) // g.granule) for g in groups) + 2 * shared_mem)
+            shadow = _CELL_BYTES * (sum(-(-(g.hi - g.lo) // g.granule) for g in groups) + shared_mem // 4)
             if shadow > config.sim_race_shadow_bytes:
                 raise SimLaunchError(f"{self.name}: the race detector would need {shadow} bytes of shadow memory "
                                      f"(about {_CELL_BYTES} per element), over config.sim_race_shadow_bytes = "

@@ -23,8 +23,8 @@
 //   launch's dynamic shared memory, one of the kernel's __device__ variables,
 //   the thread's own stack, or this executable's read-only data; anything
 //   else is reported, with the buffer or variable it is nearest to.
-// - races (when the request asks): each cell of memory -- a byte of shared
-//   memory and __device__ data, an element (up to 16 bytes) of an argument --
+// - races (when the request asks): each cell of memory (4 bytes of shared
+//   and __device__ memory, an element of up to 16 bytes of an argument)
 //   keeps its last write and two reads (block, thread, barrier epoch, warp
 //   clock, bytes touched, source address).  Two accesses by different
 //   threads conflict when they touch a common byte, at least one writes and
@@ -539,21 +539,13 @@ static void place_name(char* out, size_t len, const Place& p) {
          now.block != before.block ? " (different blocks are never ordered)" : "");
 }
 
-// Record an access to one cell; `bytes` is the mask of its bytes touched, `shared` says stale
+// Record an access to one cell; `now.bytes` is the mask of its bytes touched, `shared` says stale
 // records of other blocks are not conflicts (each block has its own shared memory).
-static void shadow_access(Cell& c, uint16_t bytes, bool shared, const Thread* t, bool write, bool atomic,
-                          uintptr_t pc, const Place& place) {
-  Access now;
-  now.block = t->block->linear;
-  now.epoch = t->block->epoch;
-  now.thread = (uint16_t)t->linear;
-  now.clock = t->vc[t->linear & 31];
-  now.pc = (uint32_t)pc;
-  now.bytes = bytes;
-  now.flags = 1 | (write ? 2 : 0) | (atomic ? 4 : 0);
+static inline void shadow_access(Cell& c, const Access& now, bool shared, const Thread* t, const Place& place) {
+  bool write = now.flags & 2, atomic = now.flags & 4;
   auto live = [&](const Access& a) { return (a.flags & 1) && !(shared && a.block != now.block); };
   auto conflicts = [&](const Access& a) {
-    if (!live(a) || !(a.bytes & bytes) || (a.block == now.block && a.thread == now.thread)) return false;
+    if (!live(a) || !(a.bytes & now.bytes) || (a.block == now.block && a.thread == now.thread)) return false;
     if ((a.flags & 4) && atomic) return false;
     return !ordered(a, now, t);
   };
@@ -583,13 +575,20 @@ static void shadow_access(Cell& c, uint16_t bytes, bool shared, const Thread* t,
 // Every cell [addr, addr + size) touches, with its byte mask.
 static void shadow_span(Cell* cells, uintptr_t base, unsigned granule, uintptr_t addr, unsigned size, bool shared,
                         const Thread* t, bool write, bool atomic, uintptr_t pc, Place place) {
+  Access now;
+  now.block = t->block->linear;
+  now.epoch = t->block->epoch;
+  now.thread = (uint16_t)t->linear;
+  now.clock = t->vc[t->linear & 31];
+  now.pc = (uint32_t)pc;
+  now.flags = 1 | (write ? 2 : 0) | (atomic ? 4 : 0);
   uintptr_t end = addr + size;
   for (uintptr_t cell = (addr - base) / granule; base + cell * granule < end; ++cell) {
     uintptr_t lo = std::max(addr, base + cell * granule), hi = std::min(end, base + (cell + 1) * granule);
-    uint16_t mask = (uint16_t)(((1u << (hi - lo)) - 1) << (lo - base - cell * granule));
+    now.bytes = (uint16_t)(((1u << (hi - lo)) - 1) << (lo - base - cell * granule));
     place.offset = lo - base;
     place.base = base;
-    shadow_access(cells[cell], mask, shared, t, write, atomic, pc, place);
+    shadow_access(cells[cell], now, shared, t, place);
   }
 }
 
@@ -661,19 +660,19 @@ static void access(uintptr_t addr, unsigned size, bool write, bool atomic, uintp
   Slot& s = *t->block->slot;
   if (addr >= s.tls_lo && addr + size <= s.tls_hi) {
     if (!in_pairs(L.shared, s.tls_lo, addr, size)) bad_address(t, addr, size, write, pc);
-    if (L.race) shadow_span(s.tls_shadow, s.tls_lo, 1, addr, size, true, t, write, atomic, pc, {"shared", 0, 0, 0});
+    if (L.race) shadow_span(s.tls_shadow, s.tls_lo, 4, addr, size, true, t, write, atomic, pc, {"shared", 0, 0, 0});
     return;
   }
   uintptr_t dyn = reinterpret_cast<uintptr_t>(s.dyn);
   if (addr >= dyn && addr + size <= dyn + L.dyn_bytes) {
-    if (L.race) shadow_span(s.dyn_shadow, dyn, 1, addr, size, true, t, write, atomic, pc, {"dynamic", 0, 0, 0});
+    if (L.race) shadow_span(s.dyn_shadow, dyn, 4, addr, size, true, t, write, atomic, pc, {"dynamic", 0, 0, 0});
     return;
   }
   if ((addr >= kdata_lo() && addr < kdata_hi()) || (addr >= kbss_lo() && addr < kbss_hi())) {
     if (!in_pairs(L.device, 0, addr, size)) bad_address(t, addr, size, write, pc);
     if (L.race && L.device_shadow) {
       uintptr_t base = std::min(kdata_lo() ? kdata_lo() : kbss_lo(), kbss_lo() ? kbss_lo() : kdata_lo());
-      shadow_span(L.device_shadow, base, 1, addr, size, false, t, write, atomic, pc, {"device", 0, 0, 0});
+      shadow_span(L.device_shadow, base, 4, addr, size, false, t, write, atomic, pc, {"device", 0, 0, 0});
     }
     return;
   }
@@ -895,11 +894,11 @@ static void launch(const char* msg) {
   if (L.race) {
     Slot& s = g_slots[0];
     tls_range(s);
-    s.tls_shadow = shadow_cells(s.tls_hi - s.tls_lo, "static shared memory");
-    s.dyn_shadow = shadow_cells(L.dyn_bytes, "dynamic shared memory");
+    s.tls_shadow = shadow_cells((s.tls_hi - s.tls_lo) / 4 + 1, "static shared memory");
+    s.dyn_shadow = shadow_cells(L.dyn_bytes / 4 + 1, "dynamic shared memory");
     uintptr_t lo = std::min(kdata_lo() ? kdata_lo() : kbss_lo(), kbss_lo() ? kbss_lo() : kdata_lo());
     uintptr_t hi = std::max(kdata_hi(), kbss_hi());
-    if (lo && hi > lo) L.device_shadow = shadow_cells(hi - lo, "__device__ memory");
+    if (lo && hi > lo) L.device_shadow = shadow_cells((hi - lo) / 4 + 1, "__device__ memory");
   }
   int saved_stdout = -1;
   if (h.quiet) {  // a rerun prints nothing: printf output appears once, as on a GPU
