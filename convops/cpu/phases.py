@@ -60,3 +60,14 @@ def run_subproblem(sub, a, b, bias=None):
 def stride_subproblems(problem) -> list:
     """The sub-problems a stride-phase decomposition runs (for ``explain``)."""
     return [sub for _, sub in kernel_problem(problem).stride_phase_problems()]
+
+
+def subproblem_workspace(subproblems):
+    """``workspace_bytes`` of a decomposition: the most any of its sub-problems'
+    implementations holds (they run one after another)."""
+    from .. import dispatch
+
+    def workspace_bytes(problem) -> int:
+        return max((dispatch.plan_subproblem(sub, "numba").chosen.workspace_bytes(sub) for sub in subproblems(problem)),
+                   default=0)
+    return workspace_bytes

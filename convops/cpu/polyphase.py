@@ -15,7 +15,8 @@ from __future__ import annotations
 import numpy as np
 
 from .common import Kernels, register_algorithm
-from .phases import phase_index, phase_weight, run_subproblem, stride_subproblems, zero_padded
+from .phases import (phase_index, phase_weight, run_subproblem, stride_subproblems, subproblem_workspace,
+                     zero_padded)
 
 
 def _phase_input(xp, combo, q, sub):
@@ -54,4 +55,5 @@ def _declines(p):
 
 
 register_algorithm("polyphase", Kernels(fwd, None, wgrad), supports=_supports, declines=_declines,
-                   subproblems=stride_subproblems, description="strided fwd/wgrad as stride-1 phase sub-problems")
+                   subproblems=stride_subproblems, workspace_bytes=subproblem_workspace(stride_subproblems),
+                   description="strided fwd/wgrad as stride-1 phase sub-problems")

@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from .common import Kernels, kernel_problem, register_algorithm
-from .phases import crop_padding, run_subproblem, zero_padded
+from .phases import crop_padding, run_subproblem, subproblem_workspace, zero_padded
 
 
 def _to_batch(a, d, size):
@@ -90,5 +90,5 @@ def _subproblems(p):
 
 
 register_algorithm("space_to_batch", Kernels(fwd, dgrad, wgrad), supports=_supports, declines=_declines,
-                   subproblems=_subproblems,
+                   subproblems=_subproblems, workspace_bytes=subproblem_workspace(_subproblems),
                    description="dilated conv as an undilated conv over a batch of phase sub-images")

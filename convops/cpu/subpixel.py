@@ -14,7 +14,8 @@ from __future__ import annotations
 import numpy as np
 
 from .common import Kernels, register_algorithm
-from .phases import crop_padding, phase_index, phase_weight, run_subproblem, stride_subproblems
+from .phases import (crop_padding, phase_index, phase_weight, run_subproblem, stride_subproblems,
+                     subproblem_workspace)
 
 
 def dgrad(q, dy, w, bias):
@@ -37,5 +38,5 @@ def _declines(p):
 
 
 register_algorithm("subpixel", Kernels(None, dgrad, None), supports=_supports, declines=_declines,
-                   subproblems=stride_subproblems,
+                   subproblems=stride_subproblems, workspace_bytes=subproblem_workspace(stride_subproblems),
                    description="strided dgrad / transposed conv as stride-1 phase sub-problems")
