@@ -299,18 +299,26 @@ def _flat_columns(xf_n, c0, cn, kernel, dilation, Hp, Wp, e0, width, col):
 
 
 @njit(inline="always")
+def _box_row(u, e0, width, Hp, Wp, P1, P2):
+    """Box row u = p0*Hp + p1 within the chunk [e0, e0 + width): (p0, p1, a, z, end)
+    with [a, z) its output positions (p2 < P2; none when p1 >= P1) and [a, end)
+    all its positions in the chunk, relative to e0."""
+    p1 = u % Hp
+    a = max(u * Wp, e0)
+    z = min(u * Wp + P2, e0 + width) if p1 < P1 else a
+    return u // Hp, p1, a - e0, max(z, a) - e0, min((u + 1) * Wp, e0 + width) - e0
+
+
+@njit(inline="always")
 def _zero_fake_columns(col, e0, width, Hp, Wp, P1, P2):
     """Zero the columns of box positions e0 <= e < e0 + width that are not
     outputs (p1 >= P1 or p2 >= P2): they must not carry a product into a
     gradient (a real input times a zero that is not an output gradient can
     be 0 * inf)."""
     for u in range(e0 // Wp, (e0 + width - 1) // Wp + 1):
-        a = max(u * Wp, e0) - e0
-        z = min((u + 1) * Wp, e0 + width) - e0
-        if u % Hp < P1:
-            a = max(a, min(u * Wp + P2, e0 + width) - e0)
-        if a < z:
-            col[:, a:z] = 0
+        _, _, a, z, end = _box_row(u, e0, width, Hp, Wp, P1, P2)
+        if z < end:
+            col[:, z:end] = 0
 
 
 @njit(inline="always")
@@ -319,15 +327,11 @@ def _extend_rows(dy_n, k0, kn, Hp, Wp, e0, width, out):
     P1, P2 = dy_n.shape[2], dy_n.shape[3]
     out[:] = 0
     for u in range(e0 // Wp, (e0 + width - 1) // Wp + 1):
-        p1 = u % Hp
-        if p1 >= P1:
-            continue
-        p0 = u // Hp
-        a = max(u * Wp, e0)
-        z = min(u * Wp + P2, e0 + width)
+        p0, p1, a, z, _ = _box_row(u, e0, width, Hp, Wp, P1, P2)
         if a < z:
+            q = e0 - u * Wp  # box position e0 + l is column l + q of the row
             for k in range(kn):
-                out[k, a - e0:z - e0] = dy_n[k0 + k, p0, p1, a - u * Wp:z - u * Wp]
+                out[k, a:z] = dy_n[k0 + k, p0, p1, a + q:z + q]
 
 
 @njit(parallel=True, cache=True)
@@ -363,23 +367,19 @@ def _fwd_flat(fn, tl, xp, w2, bias, y, kernel, dilation, groups, chunk, cb, kb, 
                     _flat_columns(xf[n], g * Cg + c0, cn, kernel, dilation, Hp, Wp, e0, width, col)
                 gemm(fn, tl, False, False, kn, width, cn * taps, 1.0, w2[g * Kg + k0:, c0 * taps:], rows, col, width,
                      0.0 if c0 == 0 else 1.0, out, width)
-            # crop: box rows u = p0*Hp + p1; keep p1 < P1 and the first P2 columns
+            # crop: keep the output positions of each box row (p1 < P1, p2 < P2)
             for u in range(e0 // Wp, (e0 + width - 1) // Wp + 1):
-                p1 = u % Hp
-                if p1 >= P1:
-                    continue
-                p0 = u // Hp
-                a = max(u * Wp, e0)
-                z = min(u * Wp + P2, e0 + width)
+                p0, p1, a, z, _ = _box_row(u, e0, width, Hp, Wp, P1, P2)
                 if a >= z:
                     continue
+                q = e0 - u * Wp
                 for k in range(kn):
                     kk = g * Kg + k0 + k
                     b = bias[kk] if bias.size else y.dtype.type(0)
-                    dst = y[n, kk, p0, p1, a - u * Wp:z - u * Wp]
-                    src = out[k, a - e0:z - e0]
-                    for q in range(dst.size):
-                        dst[q] = src[q] + b
+                    dst = y[n, kk, p0, p1, a + q:z + q]
+                    src = out[k, a:z]
+                    for i in range(dst.size):
+                        dst[i] = src[i] + b
 
 
 @njit(parallel=True, cache=True)
