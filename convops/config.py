@@ -34,35 +34,34 @@ def parse_bytes(text: str, name: str = "value") -> int:
     return int(value)
 
 
-def _env_bytes(name: str, default: int) -> int:
+def _env(name: str, default, parse):
+    """An environment variable parsed by ``parse(text)`` (which raises a
+    ValueError that names the variable), or ``default`` when unset or empty."""
     text = os.environ.get(name)
-    return default if text is None or not text.strip() else parse_bytes(text, name)
+    return default if text is None or not text.strip() else parse(text)
+
+
+def _env_bytes(name: str, default: int) -> int:
+    return _env(name, default, lambda text: parse_bytes(text, name))
+
+
+def _number(name: str, text: str, kind, what: str, ok) -> float:
+    try:
+        value = kind(text)
+    except ValueError:
+        raise ValueError(f"{name}={text!r} is not {what}") from None
+    if not ok(value):
+        raise ValueError(f"{name}={text!r} is out of range: it must be {what}")
+    return value
 
 
 def _env_seconds(name: str, default: float) -> float:
-    text = os.environ.get(name)
-    if text is None or not text.strip():
-        return default
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"{name}={text!r} is not a number of seconds") from None
-    if not value > 0:
-        raise ValueError(f"{name}={text!r} must be a positive number of seconds")
-    return value
+    return _env(name, default, lambda text: _number(name, text, float, "a positive number of seconds",
+                                                    lambda v: v > 0))
 
 
 def _env_int(name: str, default: int) -> int:
-    text = os.environ.get(name)
-    if text is None or not text.strip():
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise ValueError(f"{name}={text!r} is not an integer") from None
-    if value < 0:
-        raise ValueError(f"{name}={text!r} must be >= 0")
-    return value
+    return _env(name, default, lambda text: _number(name, text, int, "an integer >= 0", lambda v: v >= 0))
 
 
 validation: bool = os.environ.get("CONVOPS_VALIDATE", "").strip().lower() in _TRUE

@@ -515,6 +515,7 @@ class _Group(list):
         return g
 
     def label(self, i: int) -> str:
+        """'argument i', naming the arguments that share its buffer."""
         others = sorted(j for j, _ in self if j != i)
         return f"argument {i}" + (f" (one buffer with argument{'s' if len(others) > 1 else ''} "
                                   f"{', '.join(map(str, others))})" if others else "")
@@ -704,8 +705,7 @@ class SimKernel:
         labels = {i: g.label(i) for g in groups for i, _ in g}
 
         def describe(message: str) -> str:
-            message = re.sub(r"(?<=\bargument )(\d+)(?= )", lambda m: labels.get(int(m.group(1)), m.group(1))[9:],
-                             message)
+            message = re.sub(r"\bargument (\d+)(?= )", lambda m: labels.get(int(m.group(1)), m.group(0)), message)
             return self.module.describe(message)
         return describe
 
