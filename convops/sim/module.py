@@ -41,7 +41,7 @@ import numpy as np
 
 from .. import config
 from .errors import SimArgumentError, SimCompileError, SimLaunchError, SimRaceError
-from .worker import CONTROL_BYTES, Worker
+from .worker import CONTROL_BYTES, INCLUDE_TAG, Worker
 
 INCLUDE = Path(__file__).resolve().parent / "include"
 _PAGE = 4096
@@ -67,6 +67,8 @@ _KERNEL_FLAGS = ["-O2", "-g1", "-gdwarf-4", "-std=c++17", "-fno-pie", "-w", "-fs
                  "-fsanitize=integer-divide-by-zero,bounds,vla-bound,unreachable,return,alignment",
                  "-fno-sanitize-recover=all", "-fstack-clash-protection"]
 _RUNTIME_FLAGS = ["-O2", "-g1", "-gdwarf-4", "-std=c++17", "-fno-pie", "-w"]
+# the simulator's own sources under a fixed name in debug information (worker.py tells its frames by it)
+_PREFIX_MAP = f"-ffile-prefix-map={INCLUDE}={INCLUDE_TAG}"
 
 
 def _version() -> str:
@@ -223,12 +225,12 @@ def _run(cmd, what, **kw):
 
 def _runtime_object(cxx: str) -> Path:
     """The simulator runtime, compiled once per compiler and simulator version."""
-    key = hashlib.sha256("\0".join([_version(), cxx, *_RUNTIME_FLAGS]).encode()).hexdigest()[:24]
+    key = hashlib.sha256("\0".join([_version(), cxx, *_RUNTIME_FLAGS, _PREFIX_MAP]).encode()).hexdigest()[:24]
     target = cache_dir() / f"runtime-{key}.o"
 
     def steps(tmp):
         out = tmp / "runtime.o"
-        _run([cxx, *_RUNTIME_FLAGS, f"-I{INCLUDE}", "-c", str(INCLUDE / "sim_runtime.cpp"), "-o", str(out)],
+        _run([cxx, *_RUNTIME_FLAGS, _PREFIX_MAP, f"-I{INCLUDE}", "-c", str(INCLUDE / "sim_runtime.cpp"), "-o", str(out)],
              "compiling the simulator runtime")
         return out
     _build_once(target, steps)
@@ -354,7 +356,7 @@ class SimModule:
         lines.append(f"extern \"C\" const ::sim::KernelEntry convops_sim_kernels[] = {{{entries or '{}'}}};")
         lines.append(f"extern \"C\" const int convops_sim_kernel_count = {len(self.names)};")
         text = "\n".join(lines) + "\n"
-        flags = [*_KERNEL_FLAGS, f"-I{INCLUDE}", f"-D__CUDA_ARCH__={self.arch[3:]}0", *compiler_options(self.options)]
+        flags = [*_KERNEL_FLAGS, _PREFIX_MAP, f"-I{INCLUDE}", f"-D__CUDA_ARCH__={self.arch[3:]}0", *compiler_options(self.options)]
         runtime = _runtime_object(cxx)
         key = hashlib.sha256("\0".join([_version(), cxx, text, *flags]).encode() +
                              _dependencies(cxx, text, flags)).hexdigest()[:24]

@@ -191,12 +191,22 @@ class Worker:
         self._drop_arena()
 
 
-_INCLUDE = str(Path(__file__).resolve().parent / "include")
+# The simulator's own headers and runtime appear in debug information under this
+# name (module.py compiles with -ffile-prefix-map), not under the path of the
+# checkout that built them: a cached executable built from another checkout or
+# an installed wheel still tells its own frames from the kernel's.
+# (addr2line prefixes such a relative-looking name with the build's directory,
+# so a frame is the simulator's own when the tag occurs in its path.)
+INCLUDE_TAG = "<convops-sim>"
+
+
+def _is_own(place: str) -> bool:
+    return INCLUDE_TAG + "/" in place
 
 
 def _own_frames(executable: Path, pcs) -> list:
     """For each return address: does it lie in the simulator's own code (runtime or header)?"""
-    return [all(f.split(" at ", 1)[1].startswith(_INCLUDE) for f in chain if " at " in f) if chain else True
+    return [all(_is_own(f.split(" at ", 1)[1]) for f in chain if " at " in f) if chain else True
             for chain in _chains(executable, pcs)]
 
 
@@ -225,11 +235,10 @@ def _source_lines(executable: Path, pcs) -> list:
     if not pcs:
         return []
     chains = _chains(executable, pcs)
-    include = _INCLUDE
     result = []
     for i, pc in enumerate(pcs):
         frames = [f for f in (chains[i] if i < len(chains) else []) if " at " in f and "??" not in f.split(" at ", 1)[1]]
-        frame = next((f for f in frames if not f.split(" at ", 1)[1].startswith(include)), frames[0] if frames else None)
+        frame = next((f for f in frames if not _is_own(f.split(" at ", 1)[1])), frames[0] if frames else None)
         if frame is None:
             result.append(f"address {int(pc):#x}")
             continue
