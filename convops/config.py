@@ -88,6 +88,8 @@ auto_backends = {"numpy": ("numba", "numpy"), "cuda": ("cuda",)}
 selection_order = {
     "numba": ("depthwise", "subpixel", "im2col", "space_to_batch", "direct", "polyphase"),
     "numpy": ("reference",),
+    "cuda": ("direct",),
+    "cuda-sim": ("direct",),
 }
 
 # ---- CPU (Numba) backend ------------------------------------------------------
@@ -127,6 +129,11 @@ cpu_wgrad_max_slots = 16
 # user set OPENBLAS_CORETYPE; "none" leaves OpenBLAS alone; any other value is
 # an OpenBLAS core name.
 openblas_coretype = os.environ.get("CONVOPS_OPENBLAS_CORETYPE", "auto").strip() or "auto"
+
+# ---- CUDA backends (cuda, cuda-sim) -------------------------------------------------
+# Most blocks of a grid-stride launch (the kernels loop over the rest); far
+# below grid.x's limit, and enough to fill any current GPU many times over.
+cuda_max_grid_blocks = 65535
 
 # ---- SIMT simulator (convops.sim) ---------------------------------------------
 # Stack of each simulated GPU thread (a fiber); a deeper thread is reported as

@@ -102,6 +102,9 @@ class Backend:
 BACKENDS = {
     "numpy": Backend("numpy", "convops.reference", "numpy"),
     "numba": Backend("numba", "convops.cpu", "numpy"),
+    "cuda": Backend("cuda", "convops.cuda.backend", "cuda"),
+    # the CUDA kernels on the SIMT simulator: NumPy arrays, only when asked for
+    "cuda-sim": Backend("cuda-sim", "convops.cuda.sim_backend", "numpy", auto=False),
 }
 
 _implementations: list[Implementation] = []

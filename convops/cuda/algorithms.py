@@ -1,0 +1,4 @@
+"""Imports every CUDA algorithm module (each registers itself on both CUDA
+backends and declares its kernel sources)."""
+
+from . import direct  # noqa: F401

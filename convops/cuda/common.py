@@ -1,0 +1,200 @@
+"""What every CUDA launcher shares: the kernel problem and its ConvGeom, the
+kernel sources and their instantiations, modules memoized per runtime, grid
+sizes, the padding-mode fold, and registration on both CUDA backends.
+
+A launcher is written once against the runtime seam (``rt``: allocate,
+module, get_function, launch) and runs on two backends: ``cuda`` (CuPy
+arrays, NVRTC through ``cupy.RawModule``) and ``cuda-sim`` (NumPy arrays, the
+same ``.cu`` sources compiled against ``convops.sim``).  Nothing here
+imports CuPy: the runtimes do, on first use.
+
+Kernels see 3 spatial dims (``ConvProblem.expand(3)``), canonical parameters
+and the padding mode as an index map on input reads (``source_index`` in
+``kernels/include/conv_common.cuh``); dgrad in a non-zero mode runs on the
+padded input's geometry and is folded back by ``kernels/padding.cu``, so it is
+the exact adjoint of fwd in every mode.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Callable, NamedTuple
+
+import numpy as np
+
+from .. import config
+from ..problem import ConvProblem
+from ..registry import Implementation, register
+from ..resources import kernels_dir
+
+# Element type names the kernels are instantiated for, per problem dtype.
+CTYPE = {"float16": "half_t", "float32": "float", "float64": "double"}
+PAD_MODE = {"zeros": 0, "reflect": 1, "replicate": 2, "circular": 3, "symmetric": 4}
+BACKEND_NAMES = ("cuda", "cuda-sim")
+
+# ConvGeom, field for field (conv_common.cuh): all int32, so no padding.
+GEOM_FIELDS = ("N", "C", "K", "groups", "Cg", "Kg", "D", "H", "W", "Z", "P", "Q", "T", "R", "S",
+               "sd", "sh", "sw", "dd", "dh", "dw", "pd", "ph", "pw", "mode", "has_bias")
+GEOM_DTYPE = np.dtype([(name, np.int32) for name in GEOM_FIELDS])
+
+# Every kernel source and the templates in it the launchers instantiate, each
+# for the three element types.  kernel_instantiations() lists them for the
+# NVRTC gate; a launcher can only get a kernel named here.
+SOURCES: dict[str, tuple[str, ...]] = {}
+
+
+def declare_source(filename: str, templates: tuple[str, ...], types=tuple(CTYPE.values())) -> None:
+    SOURCES[filename] = tuple(f"{t}<{ty}>" for t in templates for ty in types)
+
+
+def options() -> tuple[str, ...]:
+    """NVRTC options the launchers pass (the simulator takes the same)."""
+    return ("-std=c++17", f"-I{kernels_dir() / 'include'}")
+
+
+def kernel_instantiations() -> list[tuple[str, tuple[str, ...], tuple[str, ...]]]:
+    """Every (source path, name_expressions, options) the launchers can request."""
+    _load_algorithms()
+    return [(str(kernels_dir() / f), names, options()) for f, names in SOURCES.items()]
+
+
+def _load_algorithms():
+    from . import algorithms  # noqa: F401  (declares every source)
+
+
+def source_text(filename: str) -> str:
+    """The source as the compilers get it: a #line directive first, so errors
+    and simulator reports name the file."""
+    path = kernels_dir() / filename
+    return f'#line 1 "{path}"\n' + path.read_text()
+
+
+# ---- runtimes and modules ---------------------------------------------------------------
+_modules: dict = {}
+_modules_lock = threading.Lock()
+
+
+def runtime(backend: str):
+    if backend == "cuda":
+        from .runtime import CupyRuntime
+        return CupyRuntime()
+    from ..sim.runtime import SimRuntime
+    return SimRuntime()
+
+
+def kernel(rt, filename: str, template: str, dtype: str):
+    """``template<ctype>`` from ``filename``'s module, compiled once per runtime
+    (and per device on CUDA: CupyRuntime memoizes per device)."""
+    name = f"{template}<{CTYPE[dtype]}>"
+    names = SOURCES[filename]
+    if name not in names:
+        raise KeyError(f"{name} is not declared for {filename} (convops.cuda.common.declare_source)")
+    if rt.name == "cuda":
+        module = rt.module(source_text(filename), options(), names)
+    else:
+        key = (rt.name, filename)
+        with _modules_lock:
+            module = _modules.get(key)
+            if module is None:
+                module = _modules[key] = rt.module(source_text(filename), options(), names)
+    return rt.get_function(module, name)
+
+
+def blocks(total: int, threads: int = 256) -> int:
+    """Blocks for a grid-stride launch over ``total`` items (capped: the
+    kernels loop)."""
+    return max(1, min(-(-total // threads), config.cuda_max_grid_blocks))
+
+
+# ---- problems -------------------------------------------------------------------------
+def kernel_problem(problem: ConvProblem) -> ConvProblem:
+    """What the kernels run: 3-D, canonical parameters, the user's dtype and padding mode."""
+    return problem.expand(3).canonical()
+
+
+def geometry(q: ConvProblem, has_bias: bool = False, mode: str | None = None) -> np.void:
+    """The ConvGeom of a 3-D kernel problem, as the by-value struct argument."""
+    values = dict(N=q.n, C=q.c_in, K=q.c_out, groups=q.groups, Cg=q.c_in // q.groups, Kg=q.c_out // q.groups)
+    values.update(zip(("D", "H", "W"), q.in_size))
+    values.update(zip(("Z", "P", "Q"), q.out_size))
+    values.update(zip(("T", "R", "S"), q.kernel))
+    values.update(zip(("sd", "sh", "sw"), q.stride))
+    values.update(zip(("dd", "dh", "dw"), q.dilation))
+    values.update(zip(("pd", "ph", "pw"), q.pad_lo))
+    values.update(mode=PAD_MODE[mode or q.padding_mode], has_bias=int(has_bias))
+    for name, v in values.items():
+        if not 0 <= v < 2**31:
+            raise ValueError(f"{name}={v} does not fit the kernels' 32-bit extents")
+    return np.array(tuple(values[f] for f in GEOM_FIELDS), GEOM_DTYPE)[()]
+
+
+def bias_arg(rt, bias, dtype):
+    """Kernels take a bias pointer always; a 1-element dummy when there is none."""
+    return rt.zeros((1,), dtype) if bias is None else bias
+
+
+def fold_padding(rt, q: ConvProblem, gp, bias):
+    """dx of a non-zero padding mode from the padded input's gradient ``gp``."""
+    dx = rt.empty(q.x_shape, q.dtype)
+    total = int(np.prod(q.x_shape))
+    hi = q.pad_hi
+    rt.launch(kernel(rt, "padding.cu", "fold_padding", q.dtype), (blocks(total),), (256,),
+              (gp, bias_arg(rt, bias, q.dtype), dx, geometry(q, bias is not None), np.int32(hi[0]),
+               np.int32(hi[1]), np.int32(hi[2])))
+    return dx
+
+
+class Passes(NamedTuple):
+    """An algorithm's launchers on a kernel problem ``q`` (zero padding for
+    dgrad; other modes are folded by the caller):
+
+    fwd(rt, q, x, w, bias) -> y;  dgrad(rt, q, dy, w, bias) -> dx;
+    wgrad(rt, q, x, dy) -> dw.  Arrays are C-contiguous device arrays of the
+    problem's dtype and 5-D shapes; bias is None or a (K,) / (C,) array."""
+
+    fwd: Callable | None
+    dgrad: Callable | None
+    wgrad: Callable | None
+
+
+def run_with(backend: str, passes: Passes) -> Callable:
+    """The registry ``run``: device copies, shapes and padding modes around the launchers."""
+
+    def run(problem: ConvProblem, a, b, bias=None):
+        rt = runtime(backend)
+        q = kernel_problem(problem)
+        a = rt.to_device(a).reshape(_operand_shapes(q)[0])
+        b = rt.to_device(b).reshape(_operand_shapes(q)[1])
+        bias = None if bias is None else rt.to_device(bias)
+        if q.op == "fwd":
+            out = passes.fwd(rt, q, a, b, bias)
+        elif q.op == "wgrad":
+            out = passes.wgrad(rt, q, a, b)
+        elif q.padding_mode == "zeros":
+            out = passes.dgrad(rt, q, a, b, bias)
+        else:
+            gp = passes.dgrad(rt, q.materialized(), a, b, None)
+            out = fold_padding(rt, q, gp, bias)
+        return out.reshape(problem.result_shape)
+
+    return run
+
+
+def _operand_shapes(q: ConvProblem):
+    return {"fwd": (q.x_shape, q.w_shape), "dgrad": (q.y_shape, q.w_shape), "wgrad": (q.x_shape, q.y_shape)}[q.op]
+
+
+def register_algorithm(name: str, passes: Passes, *, supports=None, declines=None, workspace_bytes=None,
+                       subproblems=None, description: str = "", dtypes=("float16", "float32", "float64")):
+    """One Implementation per pass and CUDA backend.  ``supports`` etc. take
+    the user's problem and, for ``subproblems``, the backend name."""
+    for backend in BACKEND_NAMES:
+        for op in ("fwd", "dgrad", "wgrad"):
+            if getattr(passes, op) is None:
+                continue
+            kw = {k: fn for k, fn in (("supports", supports), ("declines", declines),
+                                      ("workspace_bytes", workspace_bytes)) if fn is not None}
+            if subproblems is not None:
+                kw["subproblems"] = (lambda sp, be: lambda p: sp(p, be))(subproblems, backend)
+            register(Implementation(op=op, backend=backend, algorithm=name, run=run_with(backend, passes),
+                                    dtypes=frozenset(dtypes), description=description, **kw))
