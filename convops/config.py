@@ -88,8 +88,8 @@ auto_backends = {"numpy": ("numba", "numpy"), "cuda": ("cuda",)}
 selection_order = {
     "numba": ("depthwise", "subpixel", "im2col", "space_to_batch", "direct", "polyphase"),
     "numpy": ("reference",),
-    "cuda": ("direct",),
-    "cuda-sim": ("direct",),
+    "cuda": ("implicit_gemm", "direct"),
+    "cuda-sim": ("implicit_gemm", "direct"),
 }
 
 # ---- CPU (Numba) backend ------------------------------------------------------
@@ -134,6 +134,15 @@ openblas_coretype = os.environ.get("CONVOPS_OPENBLAS_CORETYPE", "auto").strip() 
 # Most blocks of a grid-stride launch (the kernels loop over the rest); far
 # below grid.x's limit, and enough to fill any current GPU many times over.
 cuda_max_grid_blocks = 65535
+
+# Split-K of the GEMM-shaped wgrad kernels: slice the reduction (N*Z*P*Q) until
+# the launch has about this many blocks (two waves on a 132-SM H100) ...
+cuda_target_blocks = 264
+# ... into at most this many slices (each a K x C/g*T*R*S float32 partial sum in
+# the workspace, added in a fixed order by a second kernel) ...
+cuda_max_splits = 64
+# ... none shorter than this many reduction steps.
+cuda_min_split = 256
 
 # ---- SIMT simulator (convops.sim) ---------------------------------------------
 # Stack of each simulated GPU thread (a fiber); a deeper thread is reported as
