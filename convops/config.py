@@ -88,8 +88,8 @@ auto_backends = {"numpy": ("numba", "numpy"), "cuda": ("cuda",)}
 selection_order = {
     "numba": ("depthwise", "subpixel", "im2col", "space_to_batch", "direct", "polyphase"),
     "numpy": ("reference",),
-    "cuda": ("implicit_gemm", "direct"),
-    "cuda-sim": ("implicit_gemm", "direct"),
+    "cuda": ("implicit_gemm", "im2col", "direct"),
+    "cuda-sim": ("implicit_gemm", "im2col", "direct"),
 }
 
 # ---- CPU (Numba) backend ------------------------------------------------------
@@ -134,6 +134,10 @@ openblas_coretype = os.environ.get("CONVOPS_OPENBLAS_CORETYPE", "auto").strip() 
 # Most blocks of a grid-stride launch (the kernels loop over the rest); far
 # below grid.x's limit, and enough to fill any current GPU many times over.
 cuda_max_grid_blocks = 65535
+
+# Most scratch memory of one CUDA call's column buffer (im2col): images are
+# processed in chunks that fit.
+cuda_workspace_bytes = _env_bytes("CONVOPS_CUDA_WORKSPACE_BYTES", 256 * 2**20)
 
 # Split-K of the GEMM-shaped wgrad kernels: slice the reduction (N*Z*P*Q) until
 # the launch has about this many blocks (two waves on a 132-SM H100) ...

@@ -1,0 +1,101 @@
+"""``im2col`` on the CUDA backends: kernels/im2col.cu (im2col / col2im plus
+the shared tiled GEMM over explicit matrices), chunked over images so the
+column buffer stays under ``config.cuda_workspace_bytes``."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import config
+from .common import Passes, bias_arg, blocks, declare_source, geometry, kernel, register_algorithm
+from .implicit_gemm import acc_dtype, tile
+
+declare_source("im2col.cu", ("im2col", "col2im", "im2col_gemm"))
+
+
+def _col_bytes_per_image(q) -> int:
+    return q.c_in * int(np.prod(q.kernel)) * int(np.prod(q.out_size)) * np.dtype(q.dtype).itemsize
+
+
+def images_per_chunk(q) -> int:
+    return max(1, min(q.n, config.cuda_workspace_bytes // max(1, _col_bytes_per_image(q))))
+
+
+def workspace_bytes(problem) -> int:
+    q = problem.expand(3).canonical()
+    extra = int(np.prod(q.w_shape)) * np.dtype(acc_dtype(q.dtype)).itemsize if q.op == "wgrad" else 0
+    return images_per_chunk(q) * _col_bytes_per_image(q) + extra
+
+
+def supports(problem) -> list:
+    q = problem.expand(3).canonical()
+    need = _col_bytes_per_image(q)
+    if need > config.cuda_workspace_bytes:
+        return [f"the column buffer of one image needs {need} bytes, over config.cuda_workspace_bytes = "
+                f"{config.cuda_workspace_bytes}"]
+    return []
+
+
+def _gemm(rt, q, pass_, a, b, bias, out, partial, n_begin, nb, first):
+    kk = q.c_in // q.groups * int(np.prod(q.kernel))
+    mc = nb * int(np.prod(q.out_size))
+    kg = q.c_out // q.groups
+    rows, cols = {0: (mc, kg), 1: (mc, kk), 2: (kg, kk)}[pass_]
+    bm, bn = tile(q.dtype)
+    grid = (-(-rows // bm), -(-cols // bn), max(1, min(q.groups, 65535)))
+    rt.launch(kernel(rt, "im2col.cu", "im2col_gemm", q.dtype), grid, (256,),
+              (a, b, bias_arg(rt, bias, q.dtype), out, partial, geometry(q, bias is not None), np.int32(pass_),
+               np.int32(n_begin), np.int32(nb), np.int32(first)))
+
+
+def _col(rt, q, x, n_begin, nb):
+    col = rt.empty((q.groups, q.c_in // q.groups * int(np.prod(q.kernel)), nb * int(np.prod(q.out_size))), q.dtype)
+    rt.launch(kernel(rt, "im2col.cu", "im2col", q.dtype), (blocks(col.size),), (256,),
+              (x, col, geometry(q), np.int32(n_begin), np.int32(nb)))
+    return col
+
+
+def _dummy_acc(rt, q):
+    return rt.zeros((1,), acc_dtype(q.dtype))
+
+
+def fwd(rt, q, x, w, bias):
+    y = rt.empty(q.y_shape, q.dtype)
+    step = images_per_chunk(q)
+    for n0 in range(0, q.n, step):
+        nb = min(step, q.n - n0)
+        _gemm(rt, q, 0, _col(rt, q, x, n0, nb), w, bias, y, _dummy_acc(rt, q), n0, nb, 1)
+    return y
+
+
+def dgrad(rt, q, dy, w, bias):
+    dx = rt.empty(q.x_shape, q.dtype)
+    step = images_per_chunk(q)
+    for n0 in range(0, q.n, step):
+        nb = min(step, q.n - n0)
+        col = rt.empty((q.groups, q.c_in // q.groups * int(np.prod(q.kernel)), nb * int(np.prod(q.out_size))),
+                       q.dtype)
+        _gemm(rt, q, 1, dy, w, None, col, _dummy_acc(rt, q), n0, nb, 1)
+        total = nb * q.c_in * int(np.prod(q.in_size))
+        rt.launch(kernel(rt, "im2col.cu", "col2im", q.dtype), (blocks(total),), (256,),
+                  (col, bias_arg(rt, bias, q.dtype), dx, geometry(q, bias is not None, mode="zeros"), np.int32(n0),
+                   np.int32(nb)))
+    return dx
+
+
+def wgrad(rt, q, x, dy):
+    partial = rt.empty(q.w_shape, acc_dtype(q.dtype))
+    step = images_per_chunk(q)
+    for n0 in range(0, q.n, step):  # chunks added in order: deterministic
+        nb = min(step, q.n - n0)
+        _gemm(rt, q, 2, dy, _col(rt, q, x, n0, nb), None, rt.zeros((1,), q.dtype), partial, n0, nb, int(n0 == 0))
+    dw = rt.empty(q.w_shape, q.dtype)
+    count = int(np.prod(q.w_shape))
+    rt.launch(kernel(rt, "implicit_gemm.cu", "sum_splits", q.dtype), (blocks(count),), (256,),
+              (partial, dw, np.int64(count), np.int32(1)))
+    return dw
+
+
+register_algorithm("im2col", Passes(fwd, dgrad, wgrad), supports=supports, workspace_bytes=workspace_bytes,
+                   description="CUDA im2col/col2im + hand-written tiled GEMM (shared-memory double buffering, "
+                               "register micro-tiles); image chunks bounded by config.cuda_workspace_bytes")
