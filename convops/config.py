@@ -88,8 +88,8 @@ auto_backends = {"numpy": ("numba", "numpy"), "cuda": ("cuda",)}
 selection_order = {
     "numba": ("depthwise", "subpixel", "im2col", "space_to_batch", "direct", "polyphase"),
     "numpy": ("reference",),
-    "cuda": ("implicit_gemm", "im2col", "direct"),
-    "cuda-sim": ("implicit_gemm", "im2col", "direct"),
+    "cuda": ("depthwise", "implicit_gemm", "im2col", "direct"),
+    "cuda-sim": ("depthwise", "implicit_gemm", "im2col", "direct"),
 }
 
 # ---- CPU (Numba) backend ------------------------------------------------------

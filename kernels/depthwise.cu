@@ -1,0 +1,139 @@
+// convops: depthwise convolution (groups == C, Cg = 1, channel multiplier
+// Kg = K / C, output channel k reads input channel k / Kg).
+#include "conv_common.cuh"
+
+#define DW_TP 8   // output rows per fwd tile
+#define DW_TQ 32  // output columns per fwd tile (one warp per row)
+
+// depthwise_fwd: y = depthwise conv(x, w) + bias.
+// Block -> tile: one block per (n, k, z, 8 x 32 output tile), blocks looped
+// grid-stride (the loop bound is uniform, so barriers are too); thread
+// (tq, tp) = (tid % 32, tid / 32) computes output (p0 + tp, q0 + tq).  For
+// each depth tap t the tile's input patch with its halo -- rows
+// (DW_TP-1)*sh + (R-1)*dh + 1, columns (DW_TQ-1)*sw + (S-1)*dw + 1 -- is
+// staged in dynamic shared memory (read through the padding mode; padded
+// zeros are real zeros that multiply).  Limits: the patch must fit the
+// dynamic shared memory the launcher requests (supports() checks 48 KiB).
+template <class T>
+__global__ void __launch_bounds__(256) depthwise_fwd(const T* __restrict__ x, const T* __restrict__ w,
+                                                      const T* __restrict__ bias, T* __restrict__ y, ConvGeom g) {
+  typedef typename Acc<T>::type A;
+  extern __shared__ __align__(16) unsigned char dw_smem[];
+  A* patch = reinterpret_cast<A*>(dw_smem);
+  const int rows = (DW_TP - 1) * g.sh + (g.R - 1) * g.dh + 1;
+  const int cols = (DW_TQ - 1) * g.sw + (g.S - 1) * g.dw + 1;
+  const int tiles_p = (g.P + DW_TP - 1) / DW_TP, tiles_q = (g.Q + DW_TQ - 1) / DW_TQ;
+  const index_t nblocks = (index_t)g.N * g.K * g.Z * tiles_p * tiles_q;
+  const int tq = threadIdx.x % DW_TQ, tp = threadIdx.x / DW_TQ;
+  for (index_t b = blockIdx.x; b < nblocks; b += gridDim.x) {
+    index_t rest = b;
+    const int bq = rest % tiles_q; rest /= tiles_q;
+    const int bp = rest % tiles_p; rest /= tiles_p;
+    const int z = rest % g.Z; rest /= g.Z;
+    const int k = rest % g.K;
+    const int n = (int)(rest / g.K);
+    const int c = k / g.Kg;
+    const int p = bp * DW_TP + tp, q = bq * DW_TQ + tq;
+    const int y0 = bp * DW_TP * g.sh - g.ph, x0 = bq * DW_TQ * g.sw - g.pw;
+    A acc = 0;
+    for (int t = 0; t < g.T; ++t) {
+      __syncthreads();  // the previous patch is no longer read
+      const int zi = z * g.sd - g.pd + t * g.dd;
+      for (int e = threadIdx.x; e < rows * cols; e += blockDim.x) {
+        const index_t off = input_offset(g, n, c, zi, y0 + e / cols, x0 + e % cols);
+        patch[e] = off >= 0 ? load(x, off) : A(0);
+      }
+      __syncthreads();
+      if (p < g.P && q < g.Q) {
+        const index_t wbase = ((index_t)k * g.T + t) * g.R * g.S;
+        for (int r = 0; r < g.R; ++r)
+          for (int s = 0; s < g.S; ++s)
+            acc += patch[(tp * g.sh + r * g.dh) * cols + tq * g.sw + s * g.dw] * load(w, wbase + r * g.S + s);
+      }
+    }
+    if (p < g.P && q < g.Q) {
+      if (g.has_bias) acc += load(bias, k);
+      store(y, (((index_t)n * g.K + k) * g.Z + z) * g.P * (index_t)g.Q + (index_t)p * g.Q + q, acc);
+    }
+  }
+}
+
+// depthwise_dgrad: dx[n, c, i] = sum over multipliers j and taps of
+// dy[n, c*Kg + j, o] * w[c*Kg + j, 0, tap] where o*stride - pad + tap*dilation
+// = i exactly and o lies in the output (the reference's terms only), + bias.
+// Thread -> element: one per dx element, w fastest, grid-stride; a gather
+// from global memory (cached: neighbouring threads read neighbouring dy).
+template <class T>
+__global__ void __launch_bounds__(256) depthwise_dgrad(const T* __restrict__ dy, const T* __restrict__ w,
+                                                        const T* __restrict__ bias, T* __restrict__ dx, ConvGeom g) {
+  typedef typename Acc<T>::type A;
+  const index_t total = (index_t)g.N * g.C * g.D * g.H * g.W;
+  GRID_STRIDE_LOOP(i, total) {
+    index_t rest = i;
+    const int ix = rest % g.W; rest /= g.W;
+    const int iy = rest % g.H; rest /= g.H;
+    const int iz = rest % g.D; rest /= g.D;
+    const int c = rest % g.C;
+    const int n = (int)(rest / g.C);
+    A acc = 0;
+    for (int j = 0; j < g.Kg; ++j) {
+      const int k = c * g.Kg + j;
+      for (int t = 0; t < g.T; ++t) {
+        const int zn = iz + g.pd - t * g.dd;
+        if (zn < 0 || zn % g.sd || zn / g.sd >= g.Z) continue;
+        for (int r = 0; r < g.R; ++r) {
+          const int pn = iy + g.ph - r * g.dh;
+          if (pn < 0 || pn % g.sh || pn / g.sh >= g.P) continue;
+          const index_t row = (((index_t)n * g.K + k) * g.Z + zn / g.sd) * g.P * (index_t)g.Q + (index_t)(pn / g.sh) * g.Q;
+          for (int s = 0; s < g.S; ++s) {
+            const int qn = ix + g.pw - s * g.dw;
+            if (qn < 0 || qn % g.sw || qn / g.sw >= g.Q) continue;
+            acc += load(dy, row + qn / g.sw) * load(w, (((index_t)k * g.T + t) * g.R + r) * g.S + s);
+          }
+        }
+      }
+    }
+    if (g.has_bias) acc += load(bias, c);
+    store(dx, i, acc);
+  }
+}
+
+// depthwise_wgrad: dw[k, 0, t, r, s] = sum over n, z, p, q of dy * xpad.
+// Block -> element: one block (256 threads) per weight element, blocks
+// looped grid-stride; thread i sums the outputs i, i + 256, ... in order,
+// then a shared-memory tree reduction (fixed pairing) adds the 256 partial
+// sums: deterministic, no atomics.
+template <class T>
+__global__ void __launch_bounds__(256) depthwise_wgrad(const T* __restrict__ x, const T* __restrict__ dy,
+                                                        T* __restrict__ dw, ConvGeom g) {
+  typedef typename Acc<T>::type A;
+  __shared__ A partial[256];
+  const index_t count = (index_t)g.K * g.T * g.R * g.S;
+  const index_t red = (index_t)g.N * g.Z * g.P * g.Q;
+  const index_t plane = (index_t)g.Z * g.P * g.Q;
+  for (index_t e = blockIdx.x; e < count; e += gridDim.x) {
+    index_t rest = e;
+    const int s = rest % g.S; rest /= g.S;
+    const int r = rest % g.R; rest /= g.R;
+    const int t = rest % g.T;
+    const int k = (int)(rest / g.T);
+    const int c = k / g.Kg;
+    A acc = 0;
+    for (index_t m = threadIdx.x; m < red; m += blockDim.x) {
+      const int n = (int)(m / plane);
+      const index_t pos = m % plane;
+      const int q = pos % g.Q, p = (pos / g.Q) % g.P, z = (int)(pos / ((index_t)g.Q * g.P));
+      const index_t off = input_offset(g, n, c, z * g.sd - g.pd + t * g.dd, p * g.sh - g.ph + r * g.dh,
+                                       q * g.sw - g.pw + s * g.dw);
+      acc += load(dy, ((index_t)n * g.K + k) * plane + pos) * (off >= 0 ? load(x, off) : A(0));
+    }
+    partial[threadIdx.x] = acc;
+    __syncthreads();
+    for (int half = 128; half > 0; half >>= 1) {
+      if ((int)threadIdx.x < half) partial[threadIdx.x] += partial[threadIdx.x + half];
+      __syncthreads();
+    }
+    if (threadIdx.x == 0) store(dw, e, partial[0]);
+    __syncthreads();  // partial[0] is read before the next element overwrites it
+  }
+}
