@@ -15,7 +15,7 @@
 // zeros are real zeros that multiply).  Limits: the patch must fit the
 // dynamic shared memory the launcher requests (supports() checks 48 KiB).
 template <class T>
-__global__ void __launch_bounds__(256) depthwise_fwd(const T* __restrict__ x, const T* __restrict__ w,
+__global__ void __launch_bounds__(256, 1) depthwise_fwd(const T* __restrict__ x, const T* __restrict__ w,
                                                       const T* __restrict__ bias, T* __restrict__ y, ConvGeom g) {
   typedef typename Acc<T>::type A;
   extern __shared__ __align__(16) unsigned char dw_smem[];
@@ -23,15 +23,17 @@ __global__ void __launch_bounds__(256) depthwise_fwd(const T* __restrict__ x, co
   const int rows = (DW_TP - 1) * g.sh + (g.R - 1) * g.dh + 1;
   const int cols = (DW_TQ - 1) * g.sw + (g.S - 1) * g.dw + 1;
   const int tiles_p = (g.P + DW_TP - 1) / DW_TP, tiles_q = (g.Q + DW_TQ - 1) / DW_TQ;
-  const index_t nblocks = (index_t)g.N * g.K * g.Z * tiles_p * tiles_q;
+  const int nblocks = g.N * g.K * g.Z * tiles_p * tiles_q;  // < 2^31: supports()
   const int tq = threadIdx.x % DW_TQ, tp = threadIdx.x / DW_TQ;
-  for (index_t b = blockIdx.x; b < nblocks; b += gridDim.x) {
-    index_t rest = b;
+  const int ylim = (g.P - 1) * g.sh - g.ph + (g.R - 1) * g.dh;  // the last row and column any output reads
+  const int xlim = (g.Q - 1) * g.sw - g.pw + (g.S - 1) * g.dw;
+  for (int b = blockIdx.x; b < nblocks; b += gridDim.x) {
+    int rest = b;
     const int bq = rest % tiles_q; rest /= tiles_q;
     const int bp = rest % tiles_p; rest /= tiles_p;
     const int z = rest % g.Z; rest /= g.Z;
     const int k = rest % g.K;
-    const int n = (int)(rest / g.K);
+    const int n = rest / g.K;
     const int c = k / g.Kg;
     const int p = bp * DW_TP + tp, q = bq * DW_TQ + tq;
     const int y0 = bp * DW_TP * g.sh - g.ph, x0 = bq * DW_TQ * g.sw - g.pw;
@@ -40,7 +42,10 @@ __global__ void __launch_bounds__(256) depthwise_fwd(const T* __restrict__ x, co
       __syncthreads();  // the previous patch is no longer read
       const int zi = z * g.sd - g.pd + t * g.dd;
       for (int e = threadIdx.x; e < rows * cols; e += blockDim.x) {
-        const index_t off = input_offset(g, n, c, zi, y0 + e / cols, x0 + e % cols);
+        // a patch of a partial tile reaches past what any output reads (past
+        // the padding, where the padding mode's index map does not hold)
+        const int yy = y0 + e / cols, xx = x0 + e % cols;
+        const index_t off = yy <= ylim && xx <= xlim ? input_offset(g, n, c, zi, yy, xx) : -1;
         patch[e] = off >= 0 ? load(x, off) : A(0);
       }
       __syncthreads();
@@ -64,17 +69,17 @@ __global__ void __launch_bounds__(256) depthwise_fwd(const T* __restrict__ x, co
 // Thread -> element: one per dx element, w fastest, grid-stride; a gather
 // from global memory (cached: neighbouring threads read neighbouring dy).
 template <class T>
-__global__ void __launch_bounds__(256) depthwise_dgrad(const T* __restrict__ dy, const T* __restrict__ w,
+__global__ void __launch_bounds__(256, 1) depthwise_dgrad(const T* __restrict__ dy, const T* __restrict__ w,
                                                         const T* __restrict__ bias, T* __restrict__ dx, ConvGeom g) {
   typedef typename Acc<T>::type A;
-  const index_t total = (index_t)g.N * g.C * g.D * g.H * g.W;
-  GRID_STRIDE_LOOP(i, total) {
-    index_t rest = i;
+  const int total = g.N * g.C * g.D * g.H * g.W;  // < 2^31: supports()
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x) {
+    int rest = i;
     const int ix = rest % g.W; rest /= g.W;
     const int iy = rest % g.H; rest /= g.H;
     const int iz = rest % g.D; rest /= g.D;
     const int c = rest % g.C;
-    const int n = (int)(rest / g.C);
+    const int n = rest / g.C;
     A acc = 0;
     for (int j = 0; j < g.Kg; ++j) {
       const int k = c * g.Kg + j;
@@ -104,25 +109,25 @@ __global__ void __launch_bounds__(256) depthwise_dgrad(const T* __restrict__ dy,
 // then a shared-memory tree reduction (fixed pairing) adds the 256 partial
 // sums: deterministic, no atomics.
 template <class T>
-__global__ void __launch_bounds__(256) depthwise_wgrad(const T* __restrict__ x, const T* __restrict__ dy,
+__global__ void __launch_bounds__(256, 1) depthwise_wgrad(const T* __restrict__ x, const T* __restrict__ dy,
                                                         T* __restrict__ dw, ConvGeom g) {
   typedef typename Acc<T>::type A;
   __shared__ A partial[256];
-  const index_t count = (index_t)g.K * g.T * g.R * g.S;
-  const index_t red = (index_t)g.N * g.Z * g.P * g.Q;
-  const index_t plane = (index_t)g.Z * g.P * g.Q;
-  for (index_t e = blockIdx.x; e < count; e += gridDim.x) {
-    index_t rest = e;
+  const int count = g.K * g.T * g.R * g.S;
+  const int red = g.N * g.Z * g.P * g.Q;  // < 2^31: supports()
+  const int plane = g.Z * g.P * g.Q;
+  for (int e = blockIdx.x; e < count; e += gridDim.x) {
+    int rest = e;
     const int s = rest % g.S; rest /= g.S;
     const int r = rest % g.R; rest /= g.R;
     const int t = rest % g.T;
-    const int k = (int)(rest / g.T);
+    const int k = rest / g.T;
     const int c = k / g.Kg;
     A acc = 0;
-    for (index_t m = threadIdx.x; m < red; m += blockDim.x) {
-      const int n = (int)(m / plane);
-      const index_t pos = m % plane;
-      const int q = pos % g.Q, p = (pos / g.Q) % g.P, z = (int)(pos / ((index_t)g.Q * g.P));
+    for (int m = threadIdx.x; m < red; m += blockDim.x) {
+      const int n = m / plane;
+      const int pos = m % plane;
+      const int q = pos % g.Q, p = (pos / g.Q) % g.P, z = pos / (g.Q * g.P);
       const index_t off = input_offset(g, n, c, z * g.sd - g.pd + t * g.dd, p * g.sh - g.ph + r * g.dh,
                                        q * g.sw - g.pw + s * g.dw);
       acc += load(dy, ((index_t)n * g.K + k) * plane + pos) * (off >= 0 ? load(x, off) : A(0));

@@ -13,7 +13,7 @@
 // weight (so an infinite weight gives NaN, as in the reference).  Input reads
 // go through the padding mode (source_index).  Limits: none (64-bit offsets).
 template <class T>
-__global__ void __launch_bounds__(256) conv_direct_fwd(const T* __restrict__ x, const T* __restrict__ w,
+__global__ void __launch_bounds__(256, 1) conv_direct_fwd(const T* __restrict__ x, const T* __restrict__ w,
                                                         const T* __restrict__ bias, T* __restrict__ y, ConvGeom g) {
   typedef typename Acc<T>::type A;
   const int kblocks = (g.Kg + DIRECT_TILE - 1) / DIRECT_TILE;
@@ -63,7 +63,7 @@ __global__ void __launch_bounds__(256) conv_direct_fwd(const T* __restrict__ x, 
 // that divides exactly and lies in the output; only those terms are summed
 // (the reference's terms, so a NaN weight reaches only the inputs it touches).
 template <class T>
-__global__ void __launch_bounds__(256) conv_direct_dgrad(const T* __restrict__ dy, const T* __restrict__ w,
+__global__ void __launch_bounds__(256, 1) conv_direct_dgrad(const T* __restrict__ dy, const T* __restrict__ w,
                                                           const T* __restrict__ bias, T* __restrict__ dx, ConvGeom g) {
   typedef typename Acc<T>::type A;
   const int cblocks = (g.Cg + DIRECT_TILE - 1) / DIRECT_TILE;
@@ -124,7 +124,7 @@ __global__ void __launch_bounds__(256) conv_direct_dgrad(const T* __restrict__ d
 // whole reduction in a fixed order (deterministic, no atomics).  Slow for a
 // large N*Z*P*Q (one thread's serial sum): the fallback, not the fast path.
 template <class T>
-__global__ void __launch_bounds__(256) conv_direct_wgrad(const T* __restrict__ x, const T* __restrict__ dy,
+__global__ void __launch_bounds__(256, 1) conv_direct_wgrad(const T* __restrict__ x, const T* __restrict__ dy,
                                                           T* __restrict__ dw, ConvGeom g) {
   typedef typename Acc<T>::type A;
   const index_t total = (index_t)g.K * g.Cg * g.T * g.R * g.S;

@@ -12,7 +12,7 @@
 // one per col element, m fastest (coalesced writes; reads along output rows).
 // Padded positions are zeros (zeros mode) or read through the padding mode.
 template <class T>
-__global__ void __launch_bounds__(256) im2col(const T* __restrict__ x, T* __restrict__ col, ConvGeom g, int n_begin,
+__global__ void __launch_bounds__(256, 1) im2col(const T* __restrict__ x, T* __restrict__ col, ConvGeom g, int n_begin,
                                                int nb) {
   const index_t plane = (index_t)g.Z * g.P * g.Q;
   const index_t Mc = nb * plane;
@@ -28,7 +28,7 @@ __global__ void __launch_bounds__(256) im2col(const T* __restrict__ x, T* __rest
     const int n = n_begin + (int)(m / plane);
     const index_t off = input_offset(g, n, ci, z * g.sd - g.pd + t * g.dd, p * g.sh - g.ph + r * g.dh,
                                      q * g.sw - g.pw + s * g.dw);
-    col[i] = off >= 0 ? x[off] : T(0);
+    store(col, i, off >= 0 ? load(x, off) : typename Acc<T>::type(0));
   }
 }
 
@@ -37,7 +37,7 @@ __global__ void __launch_bounds__(256) im2col(const T* __restrict__ x, T* __rest
 // the (tap, output) pairs that read it (exact division by the stride, inside
 // the output): only the reference's terms, in a fixed order, no atomics.
 template <class T>
-__global__ void __launch_bounds__(256) col2im(const T* __restrict__ col, const T* __restrict__ bias,
+__global__ void __launch_bounds__(256, 1) col2im(const T* __restrict__ col, const T* __restrict__ bias,
                                                T* __restrict__ dx, ConvGeom g, int n_begin, int nb) {
   typedef typename Acc<T>::type A;
   const index_t plane = (index_t)g.Z * g.P * g.Q;
@@ -106,7 +106,7 @@ template <class L> struct Anchored {
 
 template <class T> struct StoreMatrix {  // C[row, col] at out[col * ld + row]
   T* out; index_t ld;
-  __device__ __forceinline__ void store(index_t row, int col, typename Acc<T>::type v) { ::store(out, col * ld + row, v); }
+  __device__ __forceinline__ void store(int row, int col, typename Acc<T>::type v) { ::store(out, col * ld + row, v); }
 };
 
 // im2col_gemm: one GEMM per group (grid z, looped past 65535) for chunk
@@ -115,7 +115,7 @@ template <class T> struct StoreMatrix {  // C[row, col] at out[col * ld + row]
 // N = Cg*TRS, K = Mc, added into the Acc<T> buffer `partial` unless first).
 // Tiles as implicit_gemm.cu (Tiles<T>).
 template <class T>
-__global__ void __launch_bounds__(GEMM_THREADS) im2col_gemm(const T* __restrict__ a, const T* __restrict__ b,
+__global__ void __launch_bounds__(GEMM_THREADS, 1) im2col_gemm(const T* __restrict__ a, const T* __restrict__ b,
                                                              const T* __restrict__ bias, T* __restrict__ out,
                                                              typename Acc<T>::type* __restrict__ partial, ConvGeom g,
                                                              int pass, int n_begin, int nb, int first) {
@@ -124,7 +124,7 @@ __global__ void __launch_bounds__(GEMM_THREADS) im2col_gemm(const T* __restrict_
   const index_t plane = (index_t)g.Z * g.P * g.Q;
   const index_t Mc = nb * plane;
   const int TRS = g.T * g.R * g.S, KK = g.Cg * TRS;
-  const index_t m0 = (index_t)blockIdx.x * Ti::BM;
+  const int m0 = blockIdx.x * Ti::BM;
   const int n0 = blockIdx.y * Ti::BN;
   for (int grp = blockIdx.z; grp < g.groups; grp += gridDim.z) {
     const T* colg = (pass == 0 ? a : b) + (index_t)grp * KK * Mc;  // fwd and wgrad read col
@@ -134,7 +134,7 @@ __global__ void __launch_bounds__(GEMM_THREADS) im2col_gemm(const T* __restrict_
       Anchored<decltype(ma)> la{ma, m0};
       Anchored<decltype(mb)> lb{mb, n0};
       StoreY<T> ep{out, bias, g, grp, n_begin};
-      gemm_tile<T, Ti::BM, Ti::BN, Ti::TM, Ti::TN>(smem, la, lb, ep, Mc, g.Kg, 0, KK, m0, n0);
+      gemm_tile<T, Ti::BM, Ti::BN, Ti::TM, Ti::TN>(smem, la, lb, ep, (int)Mc, g.Kg, 0, KK, m0, n0);
     } else if (pass == 1) {  // A = dy (rows m = (n, pos)), B = w (columns kk contiguous)
       MatrixLoader<T, Ti::BM, RowsFast<Ti::BM>> ma{a + ((index_t)n_begin * g.K + (index_t)grp * g.Kg) * plane, Mc,
                                                    plane, (index_t)g.K * plane, 1, 0, 0, plane};
@@ -142,7 +142,7 @@ __global__ void __launch_bounds__(GEMM_THREADS) im2col_gemm(const T* __restrict_
       Anchored<decltype(ma)> la{ma, m0};
       Anchored<decltype(mb)> lb{mb, n0};
       StoreMatrix<T> ep{out + (index_t)grp * KK * Mc, Mc};
-      gemm_tile<T, Ti::BM, Ti::BN, Ti::TM, Ti::TN>(smem, la, lb, ep, Mc, KK, 0, g.Kg, m0, n0);
+      gemm_tile<T, Ti::BM, Ti::BN, Ti::TM, Ti::TN>(smem, la, lb, ep, (int)Mc, KK, 0, g.Kg, m0, n0);
     } else {  // A = dy (rows kn, k = m = (n, pos)), B = col[grp] (rows kk, k = m contiguous)
       MatrixLoader<T, Ti::BM, KFast<Ti::BM>> ma{a + ((index_t)n_begin * g.K + (index_t)grp * g.Kg) * plane, g.Kg,
                                                 0, 0, plane, plane, (index_t)g.K * plane, 1};

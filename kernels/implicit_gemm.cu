@@ -12,7 +12,7 @@
 // Tiles (gemm_tile.cuh, Tiles<T>): 128x128x8, 8x8 micro-tiles, 256 threads
 // (float64: 64x64x8, 4x4); grid x = M tiles, y = N tiles (N <= 65535 tiles,
 // checked by supports()), z = groups (x split-K slices for wgrad), looped
-// past 65535.  dgrad here is the gather for any stride, but the launcher runs
+// past 65535; M, N and the wgrad reduction below 2^31 (supports()).  dgrad here is the gather for any stride, but the launcher runs
 // strides > 1 as stride-1 phase sub-problems, so no inserted zero is
 // multiplied; zero-filled borders make it exact only for finite weights (the
 // launcher checks, and runs direct otherwise).  wgrad splits its reduction
@@ -27,13 +27,13 @@ template <class T, int BM> struct FwdA {  // A[m, kk] = xpad[n, grp*Cg + c, z*sd
   const T* x; const int* taps; const ConvGeom& g; int c0;
   bool valid; int n, z0, y0, x0;
   A r[Map::COUNT];
-  __device__ FwdA(const T* x_, const int* taps_, const ConvGeom& g_, int grp, index_t m, index_t M)
+  __device__ FwdA(const T* x_, const int* taps_, const ConvGeom& g_, int grp, int m, int M)
       : x(x_), taps(taps_), g(g_), c0(grp * g_.Cg), valid(m < M) {
-    index_t rest = valid ? m : 0;
+    int rest = valid ? m : 0;
     const int q = rest % g.Q; rest /= g.Q;
     const int p = rest % g.P; rest /= g.P;
     const int z = rest % g.Z;
-    n = (int)(rest / g.Z);
+    n = rest / g.Z;
     z0 = z * g.sd - g.pd; y0 = p * g.sh - g.ph; x0 = q * g.sw - g.pw;
   }
   __device__ __forceinline__ void fetch(index_t k0, index_t k_end) {
@@ -81,14 +81,14 @@ template <class T, int BN> struct WeightRowsB {  // B[kk, kn] = w[(grp*Kg + kn) 
 
 // igemm_fwd: y = conv(x, w) + bias.  M = N*Z*P*Q, N = Kg, K = Cg*T*R*S per group.
 template <class T>
-__global__ void __launch_bounds__(GEMM_THREADS) igemm_fwd(const T* __restrict__ x, const T* __restrict__ w,
+__global__ void __launch_bounds__(GEMM_THREADS, 1) igemm_fwd(const T* __restrict__ x, const T* __restrict__ w,
                                                            const T* __restrict__ bias, const int* __restrict__ taps,
                                                            T* __restrict__ y, ConvGeom g) {
   typedef Tiles<T> Ti;
   __shared__ typename Ti::Shared smem;
-  const index_t M = (index_t)g.N * g.Z * g.P * g.Q;
+  const int M = g.N * g.Z * g.P * g.Q;
   const int KK = g.Cg * g.T * g.R * g.S;
-  const index_t m0 = (index_t)blockIdx.x * Ti::BM;
+  const int m0 = blockIdx.x * Ti::BM;
   const int n0 = blockIdx.y * Ti::BN;
   for (int grp = blockIdx.z; grp < g.groups; grp += gridDim.z) {
     FwdA<T, Ti::BM> la(x, taps, g, grp, m0 + RowsFast<Ti::BM>::row(0), M);
@@ -105,13 +105,13 @@ template <class T, int BM> struct DgradA {  // A[m, kk] = dy[n, grp*Kg + kn, (d 
   const T* dy; const int* taps; const ConvGeom& g; int k0;
   bool valid; int n, zd, yd, xd;
   A r[Map::COUNT];
-  __device__ DgradA(const T* dy_, const int* taps_, const ConvGeom& g_, int grp, index_t m, index_t M)
+  __device__ DgradA(const T* dy_, const int* taps_, const ConvGeom& g_, int grp, int m, int M)
       : dy(dy_), taps(taps_), g(g_), k0(grp * g_.Kg), valid(m < M) {
-    index_t rest = valid ? m : 0;
+    int rest = valid ? m : 0;
     const int ix = rest % g.W; rest /= g.W;
     const int iy = rest % g.H; rest /= g.H;
     const int iz = rest % g.D;
-    n = (int)(rest / g.D);
+    n = rest / g.D;
     zd = iz + g.pd; yd = iy + g.ph; xd = ix + g.pw;
   }
   __device__ __forceinline__ static int out_index(int num, int stride, int size) {
@@ -167,24 +167,24 @@ template <class T, int BN> struct DgradB {  // B[kk = (kn, trs), c] = w[((grp*Kg
 
 template <class T> struct StoreDx {  // dx (N, C, D, H, W) from rows m = (n, d, h, w), columns c (+ bias)
   T* dx; const T* bias; ConvGeom g; int grp;
-  __device__ __forceinline__ void store(index_t m, int c, typename Acc<T>::type v) {
-    const index_t plane = (index_t)g.D * g.H * g.W;
+  __device__ __forceinline__ void store(int m, int c, typename Acc<T>::type v) {
+    const int plane = g.D * g.H * g.W;
     const int ci = grp * g.Cg + c;
     if (g.has_bias) v += load(bias, ci);
-    ::store(dx, ((m / plane) * g.C + ci) * plane + m % plane, v);
+    ::store(dx, ((index_t)(m / plane) * g.C + ci) * plane + m % plane, v);
   }
 };
 
 // igemm_dgrad: dx = conv_transpose(dy, w) + bias.  M = N*D*H*W, N = Cg, K = Kg*T*R*S.
 template <class T>
-__global__ void __launch_bounds__(GEMM_THREADS) igemm_dgrad(const T* __restrict__ dy, const T* __restrict__ w,
+__global__ void __launch_bounds__(GEMM_THREADS, 1) igemm_dgrad(const T* __restrict__ dy, const T* __restrict__ w,
                                                              const T* __restrict__ bias, const int* __restrict__ taps,
                                                              T* __restrict__ dx, ConvGeom g) {
   typedef Tiles<T> Ti;
   __shared__ typename Ti::Shared smem;
-  const index_t M = (index_t)g.N * g.D * g.H * g.W;
+  const int M = g.N * g.D * g.H * g.W;
   const int KK = g.Kg * g.T * g.R * g.S;
-  const index_t m0 = (index_t)blockIdx.x * Ti::BM;
+  const int m0 = blockIdx.x * Ti::BM;
   const int n0 = blockIdx.y * Ti::BN;
   for (int grp = blockIdx.z; grp < g.groups; grp += gridDim.z) {
     DgradA<T, Ti::BM> la(dy, taps, g, grp, m0 + RowsFast<Ti::BM>::row(0), M);
@@ -206,10 +206,10 @@ template <class T, int BM> struct WgradA {  // A[kn, m] = dy[n, grp*Kg + kn, z, 
     for (int j = 0; j < Map::COUNT; ++j) kn[j] = m0 + Map::row(j);
   }
   __device__ __forceinline__ void fetch(index_t k0, index_t k_end) {
-    const index_t m = k0 + Map::k(0);
+    const int m = (int)(k0 + Map::k(0));
     const bool in = m < k_end;
-    const index_t plane = (index_t)g.Z * g.P * g.Q;
-    const index_t base = in ? ((m / plane) * g.K + (index_t)grp * g.Kg) * plane + m % plane : 0;
+    const int plane = g.Z * g.P * g.Q;
+    const index_t base = in ? ((index_t)(m / plane) * g.K + (index_t)grp * g.Kg) * plane + m % plane : 0;
 #pragma unroll
     for (int j = 0; j < Map::COUNT; ++j) r[j] = in && kn[j] < g.Kg ? load(dy, base + (index_t)kn[j] * plane) : A(0);
   }
@@ -235,13 +235,13 @@ template <class T, int BN> struct WgradB {  // B[m, kk] = xpad[n, grp*Cg + c, z*
     }
   }
   __device__ __forceinline__ void fetch(index_t k0, index_t k_end) {
-    const index_t m = k0 + Map::k(0);
+    const int m = (int)(k0 + Map::k(0));
     const bool in = m < k_end;
-    index_t rest = in ? m : 0;
+    int rest = in ? m : 0;
     const int q = rest % g.Q; rest /= g.Q;
     const int p = rest % g.P; rest /= g.P;
     const int z = rest % g.Z;
-    const int n = (int)(rest / g.Z);
+    const int n = rest / g.Z;
     const int z0 = z * g.sd - g.pd, y0 = p * g.sh - g.ph, x0 = q * g.sw - g.pw;
 #pragma unroll
     for (int j = 0; j < Map::COUNT; ++j) {
@@ -263,7 +263,7 @@ template <class T, int BN> struct WgradB {  // B[m, kk] = xpad[n, grp*Cg + c, z*
 // reduction m in [split*chunk, min((split+1)*chunk, N*Z*P*Q)); chunk is a
 // multiple of GEMM_BK.  M = Kg, N = Cg*T*R*S.  grid z = groups * splits.
 template <class T>
-__global__ void __launch_bounds__(GEMM_THREADS) igemm_wgrad(const T* __restrict__ x, const T* __restrict__ dy,
+__global__ void __launch_bounds__(GEMM_THREADS, 1) igemm_wgrad(const T* __restrict__ x, const T* __restrict__ dy,
                                                              const int* __restrict__ taps,
                                                              typename Acc<T>::type* __restrict__ partial, ConvGeom g,
                                                              int splits, long long chunk) {
@@ -286,7 +286,7 @@ __global__ void __launch_bounds__(GEMM_THREADS) igemm_wgrad(const T* __restrict_
 // sum_splits: out[i] = sum over s of partial[s * count + i], s ascending (a
 // fixed order: deterministic), converted to T.  One thread per element.
 template <class T>
-__global__ void __launch_bounds__(256) sum_splits(const typename Acc<T>::type* __restrict__ partial,
+__global__ void __launch_bounds__(256, 1) sum_splits(const typename Acc<T>::type* __restrict__ partial,
                                                    T* __restrict__ out, long long count, int splits) {
   GRID_STRIDE_LOOP(i, count) {
     typename Acc<T>::type acc = 0;

@@ -13,7 +13,7 @@
 // g: the user problem's geometry (D/H/W the input, pd/ph/pw and the *_hi
 // below the padding, mode the padding mode).
 template <class T>
-__global__ void __launch_bounds__(256) fold_padding(const T* __restrict__ gp, const T* __restrict__ bias,
+__global__ void __launch_bounds__(256, 1) fold_padding(const T* __restrict__ gp, const T* __restrict__ bias,
                                                      T* __restrict__ dx, ConvGeom g, int hd, int hh, int hw) {
   typedef typename Acc<T>::type A;
   const int Dp = g.D + g.pd + hd, Hp = g.H + g.ph + hh, Wp = g.W + g.pw + hw;

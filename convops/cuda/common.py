@@ -128,6 +128,21 @@ def geometry(q: ConvProblem, has_bias: bool = False, mode: str | None = None) ->
     return np.array(tuple(values[f] for f in GEOM_FIELDS), GEOM_DTYPE)[()]
 
 
+INT32_LIMIT = 2**31
+
+
+def int32_index_reasons(problem: ConvProblem) -> list[str]:
+    """Kernels that index rows and elements of an activation in 32 bits (a
+    64-bit division is a called subroutine on a GPU, and its calls make ptxas
+    spill) run only problems whose activations have fewer than 2^31 elements;
+    ``direct`` and ``im2col`` index in 64 bits and run the rest."""
+    biggest = max(problem.n * problem.c_in * int(np.prod(problem.in_size)),
+                  problem.n * problem.c_out * int(np.prod(problem.out_size)))
+    if biggest >= INT32_LIMIT:
+        return [f"an activation of {biggest} elements: this kernel indexes activations in 32 bits (< 2^31)"]
+    return []
+
+
 def bias_arg(rt, bias, dtype):
     """Kernels take a bias pointer always; a 1-element dummy when there is none."""
     return rt.zeros((1,), dtype) if bias is None else bias

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .common import Passes, bias_arg, blocks, declare_source, geometry, kernel, register_algorithm
+from .common import (Passes, bias_arg, blocks, declare_source, geometry, int32_index_reasons, kernel,
+                     register_algorithm)
 from .implicit_gemm import acc_dtype
 
 declare_source("depthwise.cu", ("depthwise_fwd", "depthwise_dgrad", "depthwise_wgrad"))
@@ -23,7 +24,7 @@ def patch_bytes(q) -> int:
 
 
 def supports(problem) -> list:
-    reasons = []
+    reasons = int32_index_reasons(problem)
     if problem.groups != problem.c_in:
         reasons.append(f"not depthwise (groups={problem.groups}, C_in={problem.c_in})")
     q = problem.expand(3).canonical()

@@ -18,7 +18,10 @@ def _col_bytes_per_image(q) -> int:
 
 
 def images_per_chunk(q) -> int:
-    return max(1, min(q.n, config.cuda_workspace_bytes // max(1, _col_bytes_per_image(q))))
+    """Images per column buffer: under the workspace cap, and fewer than 2^31
+    GEMM rows (the mainloop's rows are 32-bit)."""
+    plane = int(np.prod(q.out_size))
+    return max(1, min(q.n, config.cuda_workspace_bytes // max(1, _col_bytes_per_image(q)), (2**31 - 1) // max(1, plane)))
 
 
 def workspace_bytes(problem) -> int:

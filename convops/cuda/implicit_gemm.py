@@ -12,7 +12,8 @@ import functools
 import numpy as np
 
 from .. import config
-from .common import Passes, bias_arg, blocks, declare_source, geometry, kernel, register_algorithm
+from .common import (Passes, bias_arg, blocks, declare_source, geometry, int32_index_reasons, kernel,
+                     register_algorithm)
 from . import direct
 
 declare_source("implicit_gemm.cu", ("igemm_fwd", "igemm_dgrad", "igemm_wgrad", "sum_splits"))
@@ -132,7 +133,7 @@ def supports(problem) -> list:
     bm, bn = tile(q.dtype)
     cols = {"fwd": q.c_out // q.groups, "dgrad": q.c_in // q.groups,
             "wgrad": q.c_in // q.groups * int(np.prod(q.kernel))}[q.op]
-    reasons = []
+    reasons = int32_index_reasons(problem)
     if -(-cols // bn) > 65535:
         reasons.append(f"{cols} GEMM columns need more than 65535 tiles of {bn} (grid y)")
     if q.op == "wgrad" and -(-(q.c_out // q.groups) // bm) > 2**31 - 1:

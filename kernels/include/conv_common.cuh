@@ -14,6 +14,11 @@
 
 typedef long long index_t;
 
+// Every kernel is declared __launch_bounds__(256, 1): launched with 256
+// threads, and at least one block per SM -- without the second argument
+// CUDA 13's ptxas caps registers for occupancy on its own and spills (the
+// NVRTC gate, ci/nvrtc_gate.py, fails on any spill).
+
 // ---- element types -------------------------------------------------------------------------
 // float16 storage, float32 arithmetic.  Under NVRTC a 2-byte struct converted
 // with PTX's cvt (no cuda_fp16.h: NVRTC has no headers of its own, and the

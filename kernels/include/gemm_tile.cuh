@@ -17,6 +17,9 @@
 //                     zero outside the operand (rows past M/N, k >= k_end)
 //   stash(tile)       registers -> tile[BK][BM or BN] in shared memory
 // The epilogue functor's store(m, n, value) is called for m < M, n < N.
+// Rows, columns and their decompositions are 32-bit (a 64-bit division is a
+// called subroutine on the GPU whose calls make ptxas spill): supports()
+// keeps M and N below 2^31; element offsets are 64-bit.
 #pragma once
 #include "conv_common.cuh"
 
@@ -46,8 +49,7 @@ template <class A, int BM, int BN> struct GemmShared {
 
 template <class T, int BM, int BN, int TM, int TN, class LoaderA, class LoaderB, class Epilogue>
 __device__ __forceinline__ void gemm_tile(GemmShared<typename Acc<T>::type, BM, BN>& smem, LoaderA& la, LoaderB& lb,
-                                          Epilogue& ep, index_t M, int N, index_t k_begin, index_t k_end, index_t m0,
-                                          int n0) {
+                                          Epilogue& ep, int M, int N, index_t k_begin, index_t k_end, int m0, int n0) {
   typedef typename Acc<T>::type A;
   static_assert((BM / TM) * (BN / TN) == GEMM_THREADS, "one micro-tile per thread");
   A (*As)[GEMM_BK][BM] = smem.a;
@@ -94,7 +96,7 @@ __device__ __forceinline__ void gemm_tile(GemmShared<typename Acc<T>::type, BM, 
   }
 #pragma unroll
   for (int i = 0; i < TM; ++i) {
-    const index_t m = m0 + tm + i * (BM / TM);
+    const int m = m0 + tm + i * (BM / TM);
     if (m >= M) continue;
 #pragma unroll
     for (int j = 0; j < TN; ++j) {
@@ -121,11 +123,11 @@ template <> struct Tiles<double> {
 // output channel within group grp), plus bias.
 template <class T> struct StoreY {
   T* y; const T* bias; ConvGeom g; int grp; int n_begin;
-  __device__ __forceinline__ void store(index_t m, int kn, typename Acc<T>::type v) {
-    const index_t plane = (index_t)g.Z * g.P * g.Q;
+  __device__ __forceinline__ void store(int m, int kn, typename Acc<T>::type v) {
+    const int plane = g.Z * g.P * g.Q;
     const int k = grp * g.Kg + kn;
     if (g.has_bias) v += load(bias, k);
-    ::store(y, ((n_begin + m / plane) * g.K + k) * plane + m % plane, v);
+    ::store(y, ((index_t)(n_begin + m / plane) * g.K + k) * plane + m % plane, v);
   }
 };
 
@@ -134,7 +136,7 @@ template <class T> struct StoreY {
 // summed one after another, in order).
 template <class T> struct StoreWeightPartial {
   typename Acc<T>::type* out; int grp, Kg, KK; int accumulate;
-  __device__ __forceinline__ void store(index_t kn, int kk, typename Acc<T>::type v) {
+  __device__ __forceinline__ void store(int kn, int kk, typename Acc<T>::type v) {
     const index_t i = ((index_t)grp * Kg + kn) * KK + kk;
     out[i] = accumulate ? out[i] + v : v;
   }

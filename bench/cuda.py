@@ -1,0 +1,84 @@
+"""The CUDA benchmark: convops' CUDA kernels side by side with cuDNN (through
+PyTorch, ``cudnn.benchmark = True``, TF32 off) on the CPU layer set at batch
+32, in one process, timed with CUDA events after warm-up (first calls
+reported apart).  Ratio = cuDNN time / convops time.  Needs a GPU, CuPy and
+a CUDA build of torch; ci/gpu.sh runs it.
+
+Not yet run on a GPU: no device was lent in the session that wrote it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np  # noqa: E402
+
+import convops as co  # noqa: E402
+from layers import LAYERS  # noqa: E402
+
+
+def _time(cp, fn, reps):
+    start, stop = cp.cuda.Event(), cp.cuda.Event()
+    fn()
+    cp.cuda.Device().synchronize()
+    times = []
+    for _ in range(reps):
+        start.record()
+        fn()
+        stop.record()
+        stop.synchronize()
+        times.append(cp.cuda.get_elapsed_time(start, stop) / 1e3)
+    return float(np.median(times))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--reps", type=int, default=20)
+    ap.add_argument("--dtype", default="float32", choices=["float32", "float16"])
+    ap.add_argument("--csv", default=None)
+    args = ap.parse_args(argv)
+    import cupy as cp
+    import torch
+    torch.backends.cudnn.benchmark = True
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    rows = []
+    for name, passes, xs, ws, kw, transposed in LAYERS:
+        if transposed or "fwd" not in passes:
+            continue
+        xs = (args.batch,) + tuple(xs[1:])
+        x = torch.randn(xs, device="cuda", dtype=getattr(torch, args.dtype))
+        w = torch.randn(ws, device="cuda", dtype=x.dtype)
+        f = {3: torch.nn.functional.conv1d, 4: torch.nn.functional.conv2d, 5: torch.nn.functional.conv3d}[x.dim()]
+        xc, wc = cp.asarray(x), cp.asarray(w)
+        t0 = time.perf_counter()
+        co.conv(xc, wc, **kw)
+        cp.cuda.Device().synchronize()
+        first = time.perf_counter() - t0
+        plan = co.explain(xc, wc, **kw)
+        ours = _time(cp, lambda: co.conv(xc, wc, **kw), args.reps)
+        theirs = _time(cp, lambda: f(x, w, **kw), args.reps)
+        flops = plan.problem.flops
+        rows.append(dict(layer=name, algorithm=plan.chosen.name, convops_ms=ours * 1e3, cudnn_ms=theirs * 1e3,
+                         ratio=theirs / ours, convops_tflops=flops / ours / 1e12, first_call_s=first))
+        r = rows[-1]
+        print(f"{name:<36} {r['algorithm']:<22} {r['convops_ms']:8.3f} ms  cuDNN {r['cudnn_ms']:8.3f} ms  "
+              f"ratio {r['ratio']:5.2f}  {r['convops_tflops']:6.2f} TFLOP/s  first call {first:.2f} s")
+    if args.csv:
+        with open(args.csv, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

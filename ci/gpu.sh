@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# On a machine with an NVIDIA GPU and no network (its Python already has
+# torch, cupy-cuda13x, numba, numpy, scipy, pytest, hypothesis): run the `gpu`
+# tests and the CUDA benchmark from this checkout, installing nothing.
+# Results go to ${1:-bench/results/gpu-$(date +%F)}.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out="${1:-bench/results/gpu-$(date +%F)}"
+mkdir -p "$out"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+python=${PYTHON:-python3}
+nvidia-smi > "$out/nvidia-smi.txt" 2>&1
+status=0
+"$python" -m pytest -q -m gpu tests/test_cuda_gpu.py 2>&1 | tee "$out/gpu-tests.txt" || status=1
+"$python" bench/cuda.py --csv "$out/bench-cuda.csv" 2>&1 | tee "$out/bench-cuda.txt" || status=1
+exit $status
