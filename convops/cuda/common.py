@@ -199,6 +199,17 @@ def _operand_shapes(q: ConvProblem):
     return {"fwd": (q.x_shape, q.w_shape), "dgrad": (q.y_shape, q.w_shape), "wgrad": (q.x_shape, q.y_shape)}[q.op]
 
 
+def extent_reasons(problem: ConvProblem) -> list[str]:
+    """Why no CUDA kernel can run a problem: ConvGeom's extents are 32-bit, and
+    so are the GEMM views' reduction lengths (C/g*T*R*S, K/g*T*R*S)."""
+    q = problem.expand(3)
+    taps = int(np.prod(q.kernel))
+    sizes = dict(batch=q.n, c_in=q.c_in, c_out=q.c_out, input=max(q.padded_size), output=max(q.out_size),
+                 reduction=max(q.c_in // q.groups, q.c_out // q.groups) * taps)
+    return [f"{name} extent {v} does not fit the kernels' 32-bit extents" for name, v in sizes.items()
+            if v >= INT32_LIMIT]
+
+
 def register_algorithm(name: str, passes: Passes, *, supports=None, declines=None, workspace_bytes=None,
                        subproblems=None, description: str = "", dtypes=("float16", "float32", "float64")):
     """One Implementation per pass and CUDA backend.  ``supports`` etc. take
@@ -207,8 +218,9 @@ def register_algorithm(name: str, passes: Passes, *, supports=None, declines=Non
         for op in ("fwd", "dgrad", "wgrad"):
             if getattr(passes, op) is None:
                 continue
-            kw = {k: fn for k, fn in (("supports", supports), ("declines", declines),
-                                      ("workspace_bytes", workspace_bytes)) if fn is not None}
+            kw = {k: fn for k, fn in (("declines", declines), ("workspace_bytes", workspace_bytes))
+                  if fn is not None}
+            kw["supports"] = (lambda own: lambda p: extent_reasons(p) + (own(p) if own else []))(supports)
             if subproblems is not None:
                 kw["subproblems"] = (lambda sp, be: lambda p: sp(p, be))(subproblems, backend)
             register(Implementation(op=op, backend=backend, algorithm=name, run=run_with(backend, passes),

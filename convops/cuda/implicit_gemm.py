@@ -84,10 +84,12 @@ def dgrad(rt, q, dy, w, bias):
         index = (slice(None), slice(None)) + tuple(slice(ph.start + ph.shift * s, ph.start + ph.shift * s + n * s, s)
                                                   for ph, s, n in zip(combo, q.stride, sub.in_size))
         gxp[index] = part
-    crop = (slice(None), slice(None)) + tuple(slice(p, min(e, p + i)) for i, e, p in
-                                              zip(q.in_size, q.input_extent, q.pad_lo))
+    # the input's region of the padded gradient (the extent may end inside
+    # the low padding: then nothing, and dx stays zero)
+    spans = [max(0, min(e, p + i) - p) for i, e, p in zip(q.in_size, q.input_extent, q.pad_lo)]
     dx = rt.zeros(q.x_shape, q.dtype)
-    dx[(slice(None), slice(None)) + tuple(slice(0, sl.stop - sl.start) for sl in crop[2:])] = gxp[crop]
+    dx[(slice(None), slice(None)) + tuple(slice(0, n) for n in spans)] = \
+        gxp[(slice(None), slice(None)) + tuple(slice(p, p + n) for p, n in zip(q.pad_lo, spans))]
     if bias is not None:
         dx += bias.reshape((-1, 1, 1, 1))
     return dx

@@ -1,0 +1,135 @@
+"""The CUDA backend's own behaviour on the simulator (``cuda-sim``): the
+registry-wide tests and the fuzz already run every cuda-sim implementation
+against the reference; these pin what is specific to the CUDA launchers --
+chunking, split-K, grid-stride loops, the finite-weight fallback, phase
+crops, float16 accumulation, determinism, selection."""
+
+import numpy as np
+import pytest
+
+import convops as co
+from convops import config, reference, registry
+from convops.cuda import common
+from convops.problem import ConvProblem
+
+from helpers import assert_close
+
+pytestmark = pytest.mark.skipif("cuda-sim" not in co.available_backends(), reason="needs a C++ compiler")
+
+ALGORITHMS = ("direct", "im2col", "implicit_gemm")
+
+
+def _all_passes(x, w, algorithm, **kw):
+    """(result, reference) of fwd, dgrad and wgrad on cuda-sim."""
+    rng = np.random.default_rng(5)
+    y = co.conv(x, w, backend="cuda-sim", algorithm=algorithm, **kw)
+    gy = rng.standard_normal(y.shape).astype(x.dtype)
+    return [
+        (y, co.conv(x, w, backend="numpy", **kw)),
+        (co.conv_grad_input(gy, w, x.shape, backend="cuda-sim", algorithm=algorithm, **kw),
+         co.conv_grad_input(gy, w, x.shape, backend="numpy", **kw)),
+        (co.conv_grad_weight(x, gy, w.shape, backend="cuda-sim", algorithm=algorithm, **kw),
+         co.conv_grad_weight(x, gy, w.shape, backend="numpy", **kw)),
+    ]
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_input_extent_ending_inside_the_low_padding(algorithm):
+    # stride 4, padding (6, 0): both outputs read padding only; the phase
+    # decomposition's crop of the padded gradient is empty (it was a
+    # broadcasting error in implicit_gemm's strided dgrad)
+    x = np.ones((1, 1, 2), np.float32)
+    w = np.ones((1, 1, 1), np.float32)
+    for out, ref in _all_passes(x, w, algorithm, stride=4, padding=((6, 0),)):
+        assert_close(out, ref, "float32")
+
+
+def test_im2col_chunks_and_split_k(monkeypatch):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((5, 3, 9, 7)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 3, 2)).astype(np.float32)
+    kw = dict(stride=(2, 1), padding=1)
+    whole = [out for out, _ in _all_passes(x, w, "im2col", **kw)]
+    from convops.cuda import im2col, implicit_gemm
+    q = common.kernel_problem(co.explain(x, w, backend="cuda-sim", algorithm="im2col", **kw).problem)
+    per_image = 3 * 6 * 5 * 8 * 4  # one image's column buffer: C*T*R*S x P*Q float32
+    assert im2col.workspace_bytes(q) == 5 * per_image
+    monkeypatch.setattr(config, "cuda_workspace_bytes", 2 * per_image)  # 3 chunks: 2 + 2 + 1 images
+    assert im2col.images_per_chunk(q) == 2
+    for (out, ref), first in zip(_all_passes(x, w, "im2col", **kw), whole):
+        assert_close(out, ref, "float32")
+        assert_close(out, first, "float32")
+    monkeypatch.setattr(config, "cuda_min_split", 8)
+    assert implicit_gemm.wgrad_splits(q.with_op("wgrad"))[0] > 1
+    for out, ref in _all_passes(x, w, "implicit_gemm", **kw):
+        assert_close(out, ref, "float32")
+
+
+def test_grid_stride_loops_cover_everything(monkeypatch):
+    monkeypatch.setattr(config, "cuda_max_grid_blocks", 1)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 4, 6, 5)).astype(np.float64)
+    w = rng.standard_normal((8, 1, 3, 3)).astype(np.float64)
+    for algorithm in ("direct", "depthwise"):
+        for out, ref in _all_passes(x, w, algorithm, padding=1, groups=4):
+            assert_close(out, ref, "float64")
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS + ("depthwise",))
+def test_nan_weight_reaches_only_the_inputs_it_touches(algorithm):
+    # stride 2 with a kernel of 1: the dgrad taps never reach odd inputs, so a
+    # NaN weight must leave them finite (implicit_gemm's zero-filled borders
+    # would multiply it: it falls back to the exact gather)
+    x = np.ones((1, 2, 7), np.float32)
+    w = np.ones((2, 1, 1), np.float32)
+    w[1, 0, 0] = np.nan
+    gy = np.ones((1, 2, 4), np.float32)
+    kw = dict(stride=2, groups=2)
+    gx = co.conv_grad_input(gy, w, x.shape, backend="cuda-sim", algorithm=algorithm, **kw)
+    ref = co.conv_grad_input(gy, w, x.shape, backend="numpy", **kw)
+    assert np.isfinite(ref[0, 1, 1::2]).all() and np.isnan(ref[0, 1, ::2]).all()
+    assert_close(gx, ref, "float32")
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_float16_accumulates_in_float32(algorithm):
+    # 4096 products of ones: a float16 sum stalls at 2048 (2048 + 1 rounds back
+    # to 2048); float32 accumulation reaches 4096, which float16 holds exactly
+    x = np.ones((1, 4096, 1), np.float16)
+    w = np.ones((1, 4096, 1), np.float16)
+    y = co.conv(x, w, backend="cuda-sim", algorithm=algorithm)
+    assert y.dtype == np.float16
+    assert float(y[0, 0, 0]) == 4096.0
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS + ("depthwise",))
+def test_bitwise_deterministic(algorithm):
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((2, 4, 9, 8)).astype(np.float32)
+    w = rng.standard_normal((4, 1, 3, 3)).astype(np.float32)
+    first = [out for out, _ in _all_passes(x, w, algorithm, padding=1, groups=4, stride=2)]
+    second = [out for out, _ in _all_passes(x, w, algorithm, padding=1, groups=4, stride=2)]
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_selection_and_explain():
+    x = np.zeros((1, 4, 8, 8), np.float32)
+    w = np.zeros((6, 2, 3, 3), np.float32)
+    assert co.explain(x, w, groups=2).chosen.backend == "numba"  # auto never picks the simulator
+    plan = co.explain(x, w, groups=2, backend="cuda-sim")
+    assert plan.chosen.name == "cuda-sim/implicit_gemm"
+    reasons = dict((impl.name, r) for impl, r in plan.considered)
+    assert any("not depthwise" in r for r in reasons["cuda-sim/depthwise"])
+
+
+def test_big_activations_go_to_64_bit_kernels():
+    # 2 x 1024 x 1024 x 1024 elements: past 2^31, every extent 32-bit
+    p = ConvProblem.forward(n=2, c_in=1024, c_out=1024, in_size=(1024, 1024), kernel=(1, 1), stride=(1, 1),
+                            padding=((0, 0), (0, 0)), dilation=(1, 1), groups=1, dtype="float16")
+    impls = {i.algorithm: i for i in registry.implementations(op="fwd", backend="cuda-sim")}
+    assert any("2^31" in r for r in impls["implicit_gemm"].reasons(p))
+    assert not impls["direct"].reasons(p)
+    wide = ConvProblem.forward(n=1, c_in=1, c_out=1, in_size=(2**31 + 5,), kernel=(3,), stride=(1,),
+                               padding=((1, 1),), dilation=(1,), groups=1, dtype="float16")
+    assert all(any("32-bit extents" in r for r in i.reasons(wide)) for i in impls.values())
