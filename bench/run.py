@@ -1,6 +1,7 @@
 """Side-by-side CPU benchmark: convops (numba) against PyTorch (oneDNN), fp32.
 
     python bench/run.py [--threads 2] [--reps 7] [--algorithms] [--csv out.csv] [--only SUBSTR]
+    python bench/run.py --device cuda [--dtype float16] [--csv out.csv]   (bench/cuda_bench.py: against cuDNN)
 
 Both run in this process with the same thread count; runs are interleaved
 (ours, theirs, ours, ...) and the median after warm-up is reported.  The
@@ -76,7 +77,15 @@ def main(argv=None):
     parser.add_argument("--algorithms", action="store_true", help="also time every eligible algorithm")
     parser.add_argument("--csv", default=None)
     parser.add_argument("--only", default=None, help="only layers whose name contains this")
-    args = parser.parse_args(argv)
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                        help="cuda: the CUDA kernels against cuDNN (bench/cuda_bench.py)")
+    args, rest = parser.parse_known_args(argv)
+    if args.device == "cuda":
+        sys.path.insert(0, os.path.dirname(__file__))
+        import cuda_bench
+        return cuda_bench.main(rest + (["--csv", args.csv] if args.csv else []))
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     _setup_threads(args.threads)
 
     import torch

@@ -112,13 +112,16 @@ template <class T> struct StoreMatrix {  // C[row, col] at out[col * ld + row]
 // im2col_gemm: one GEMM per group (grid z, looped past 65535) for chunk
 // [n_begin, n_begin + nb).  pass 0 fwd (M = Mc, N = Kg, K = Cg*TRS, into y);
 // pass 1 dgrad (M = Mc, N = Cg*TRS, K = Kg, into col); pass 2 wgrad (M = Kg,
-// N = Cg*TRS, K = Mc, added into the Acc<T> buffer `partial` unless first).
+// N = Cg*TRS, K = Mc split into `splits` slices of `chunk` -- grid z = groups
+// * splits -- each added into its own Acc<T> slot of `partial`, K x Cg*TRS per
+// slot, unless `first`; a second kernel adds the slots in order).
 // Tiles as implicit_gemm.cu (Tiles<T>).
 template <class T>
 __global__ void __launch_bounds__(GEMM_THREADS, 1) im2col_gemm(const T* __restrict__ a, const T* __restrict__ b,
                                                              const T* __restrict__ bias, T* __restrict__ out,
                                                              typename Acc<T>::type* __restrict__ partial, ConvGeom g,
-                                                             int pass, int n_begin, int nb, int first) {
+                                                             int pass, int n_begin, int nb, int first, int splits,
+                                                             long long chunk) {
   typedef Tiles<T> Ti;
   __shared__ typename Ti::Shared smem;
   const index_t plane = (index_t)g.Z * g.P * g.Q;
@@ -126,7 +129,8 @@ __global__ void __launch_bounds__(GEMM_THREADS, 1) im2col_gemm(const T* __restri
   const int TRS = g.T * g.R * g.S, KK = g.Cg * TRS;
   const int m0 = blockIdx.x * Ti::BM;
   const int n0 = blockIdx.y * Ti::BN;
-  for (int grp = blockIdx.z; grp < g.groups; grp += gridDim.z) {
+  for (int zi = blockIdx.z; zi < g.groups * splits; zi += gridDim.z) {
+    const int grp = zi % g.groups, split = zi / g.groups;
     const T* colg = (pass == 0 ? a : b) + (index_t)grp * KK * Mc;  // fwd and wgrad read col
     if (pass == 0) {  // A = col[grp] (rows m contiguous), B = w rows (k contiguous)
       MatrixLoader<T, Ti::BM, RowsFast<Ti::BM>> ma{colg, Mc, 0, 0, 1, 0, 0, Mc};
@@ -149,8 +153,9 @@ __global__ void __launch_bounds__(GEMM_THREADS, 1) im2col_gemm(const T* __restri
       MatrixLoader<T, Ti::BN, KFast<Ti::BN>> mb{colg, KK, 0, 0, Mc, 0, 0, 1};
       Anchored<decltype(ma)> la{ma, m0};
       Anchored<decltype(mb)> lb{mb, n0};
-      StoreWeightPartial<T> ep{partial, grp, g.Kg, KK, !first};
-      gemm_tile<T, Ti::BM, Ti::BN, Ti::TM, Ti::TN>(smem, la, lb, ep, g.Kg, KK, 0, Mc, m0, n0);
+      StoreWeightPartial<T> ep{partial + (index_t)split * g.K * KK, grp, g.Kg, KK, !first};
+      const index_t k_begin = split * chunk, k_end = min(Mc, k_begin + chunk);
+      gemm_tile<T, Ti::BM, Ti::BN, Ti::TM, Ti::TN>(smem, la, lb, ep, g.Kg, KK, k_begin, k_end, m0, n0);
     }
   }
 }

@@ -84,3 +84,20 @@ def test_agrees_with_torch_cudnn():
     ref = torch.nn.functional.conv2d(x, w, stride=2, padding=1)
     y = co.conv(cp.asarray(x), cp.asarray(w), stride=2, padding=1)
     np.testing.assert_allclose(cp.asnumpy(y), ref.cpu().numpy(), atol=1e-4 * float(ref.abs().max()))
+
+
+@pytest.mark.parametrize("algorithm", ["direct", "im2col"])
+def test_activation_past_2_31_elements(algorithm):
+    """The 64-bit offset path: an input of 2.2e9 elements (4.4 GB of float16)
+    whose strided outputs read its far end; implicit_gemm declines it."""
+    cp = _cupy()
+    x = cp.random.standard_normal((1, 3, 1024, 716800), dtype=cp.float32).astype(cp.float16)
+    assert x.size > 2**31
+    w = cp.asarray(np.arange(1, 7, dtype=np.float16).reshape(2, 3, 1, 1))
+    kw = dict(stride=(1023, 358399))
+    plan = co.explain(x, w, backend="cuda", algorithm="auto", **kw)
+    assert plan.chosen.algorithm != "implicit_gemm"
+    y = co.conv(x, w, backend="cuda", algorithm=algorithm, **kw)
+    xs = cp.asnumpy(x[0][:, ::1023, ::358399]).astype(np.float64)
+    ref = np.einsum("kc,chw->khw", cp.asnumpy(w)[:, :, 0, 0].astype(np.float64), xs)
+    np.testing.assert_allclose(cp.asnumpy(y[0]).astype(np.float64), ref, rtol=2e-3, atol=2e-2)

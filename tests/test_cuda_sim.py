@@ -59,10 +59,12 @@ def test_im2col_chunks_and_split_k(monkeypatch):
     for (out, ref), first in zip(_all_passes(x, w, "im2col", **kw), whole):
         assert_close(out, ref, "float32")
         assert_close(out, first, "float32")
-    monkeypatch.setattr(config, "cuda_min_split", 8)
+    monkeypatch.setattr(config, "cuda_min_split", 8)  # split-K: several slices per GEMM
     assert implicit_gemm.wgrad_splits(q.with_op("wgrad"))[0] > 1
-    for out, ref in _all_passes(x, w, "implicit_gemm", **kw):
-        assert_close(out, ref, "float32")
+    assert im2col.wgrad_plan(q.with_op("wgrad"))[0] > 1
+    for algorithm in ("implicit_gemm", "im2col"):  # (im2col: 3 image chunks x several slices each)
+        for out, ref in _all_passes(x, w, algorithm, **kw):
+            assert_close(out, ref, "float32")
 
 
 def test_grid_stride_loops_cover_everything(monkeypatch):

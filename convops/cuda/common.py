@@ -179,17 +179,18 @@ def run_with(backend: str, passes: Passes) -> Callable:
         rt = runtime(backend)
         q = kernel_problem(problem)
         a = rt.to_device(a).reshape(_operand_shapes(q)[0])
-        b = rt.to_device(b).reshape(_operand_shapes(q)[1])
-        bias = None if bias is None else rt.to_device(bias)
-        if q.op == "fwd":
-            out = passes.fwd(rt, q, a, b, bias)
-        elif q.op == "wgrad":
-            out = passes.wgrad(rt, q, a, b)
-        elif q.padding_mode == "zeros":
-            out = passes.dgrad(rt, q, a, b, bias)
-        else:
-            gp = passes.dgrad(rt, q.materialized(), a, b, None)
-            out = fold_padding(rt, q, gp, bias)
+        with rt.device_of(a):  # results on the first operand's device (and the current stream)
+            b = rt.to_device(b).reshape(_operand_shapes(q)[1])
+            bias = None if bias is None else rt.to_device(bias)
+            if q.op == "fwd":
+                out = passes.fwd(rt, q, a, b, bias)
+            elif q.op == "wgrad":
+                out = passes.wgrad(rt, q, a, b)
+            elif q.padding_mode == "zeros":
+                out = passes.dgrad(rt, q, a, b, bias)
+            else:
+                gp = passes.dgrad(rt, q.materialized(), a, b, None)
+                out = fold_padding(rt, q, gp, bias)
         return out.reshape(problem.result_shape)
 
     return run

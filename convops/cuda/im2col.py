@@ -8,7 +8,7 @@ import numpy as np
 
 from .. import config
 from .common import Passes, bias_arg, blocks, declare_source, geometry, kernel, register_algorithm
-from .implicit_gemm import acc_dtype, tile
+from .implicit_gemm import acc_dtype, tile, wgrad_splits
 
 declare_source("im2col.cu", ("im2col", "col2im", "im2col_gemm"))
 
@@ -26,7 +26,8 @@ def images_per_chunk(q) -> int:
 
 def workspace_bytes(problem) -> int:
     q = problem.expand(3).canonical()
-    extra = int(np.prod(q.w_shape)) * np.dtype(acc_dtype(q.dtype)).itemsize if q.op == "wgrad" else 0
+    extra = (wgrad_plan(q)[0] * int(np.prod(q.w_shape)) * np.dtype(acc_dtype(q.dtype)).itemsize
+             if q.op == "wgrad" else 0)
     return images_per_chunk(q) * _col_bytes_per_image(q) + extra
 
 
@@ -39,16 +40,16 @@ def supports(problem) -> list:
     return []
 
 
-def _gemm(rt, q, pass_, a, b, bias, out, partial, n_begin, nb, first):
+def _gemm(rt, q, pass_, a, b, bias, out, partial, n_begin, nb, first, splits=1, chunk=0):
     kk = q.c_in // q.groups * int(np.prod(q.kernel))
     mc = nb * int(np.prod(q.out_size))
     kg = q.c_out // q.groups
     rows, cols = {0: (mc, kg), 1: (mc, kk), 2: (kg, kk)}[pass_]
     bm, bn = tile(q.dtype)
-    grid = (-(-rows // bm), -(-cols // bn), max(1, min(q.groups, 65535)))
+    grid = (-(-rows // bm), -(-cols // bn), max(1, min(q.groups * splits, 65535)))
     rt.launch(kernel(rt, "im2col.cu", "im2col_gemm", q.dtype), grid, (256,),
               (a, b, bias_arg(rt, bias, q.dtype), out, partial, geometry(q, bias is not None), np.int32(pass_),
-               np.int32(n_begin), np.int32(nb), np.int32(first)))
+               np.int32(n_begin), np.int32(nb), np.int32(first), np.int32(splits), np.int64(chunk)))
 
 
 def _col(rt, q, x, n_begin, nb):
@@ -86,16 +87,24 @@ def dgrad(rt, q, dy, w, bias):
     return dx
 
 
+def wgrad_plan(q) -> tuple[int, int]:
+    """(splits, chunk) of each image chunk's GEMM reduction (split-K, as implicit_gemm)."""
+    return wgrad_splits(q, images_per_chunk(q) * int(np.prod(q.out_size)))
+
+
 def wgrad(rt, q, x, dy):
-    partial = rt.empty(q.w_shape, acc_dtype(q.dtype))
+    splits, chunk = wgrad_plan(q)
+    partial = rt.empty((splits,) + q.w_shape, acc_dtype(q.dtype))
     step = images_per_chunk(q)
-    for n0 in range(0, q.n, step):  # chunks added in order: deterministic
+    for n0 in range(0, q.n, step):  # image chunks added in order, each into every slot: deterministic
         nb = min(step, q.n - n0)
-        _gemm(rt, q, 2, dy, _col(rt, q, x, n0, nb), None, rt.zeros((1,), q.dtype), partial, n0, nb, int(n0 == 0))
+        # (a shorter last image chunk may leave its last slices empty: they add zeros)
+        _gemm(rt, q, 2, dy, _col(rt, q, x, n0, nb), None, rt.zeros((1,), q.dtype), partial, n0, nb, int(n0 == 0),
+              splits, chunk)
     dw = rt.empty(q.w_shape, q.dtype)
     count = int(np.prod(q.w_shape))
     rt.launch(kernel(rt, "implicit_gemm.cu", "sum_splits", q.dtype), (blocks(count),), (256,),
-              (partial, dw, np.int64(count), np.int32(1)))
+              (partial, dw, np.int64(count), np.int32(splits)))
     return dw
 
 

@@ -41,7 +41,8 @@ def _taps_host(channels: int, kernel: tuple, dilation: tuple) -> np.ndarray:
 
 
 def _taps(rt, channels, q):
-    return rt.to_device(_taps_host(channels, q.kernel, q.dilation))
+    key = ("taps", channels, q.kernel, q.dilation)
+    return rt.constant(key, lambda: _taps_host(channels, q.kernel, q.dilation))
 
 
 def _grid(m: int, n: int, z: int, dtype: str) -> tuple:
@@ -95,11 +96,12 @@ def dgrad(rt, q, dy, w, bias):
     return dx
 
 
-def wgrad_splits(q) -> tuple[int, int]:
-    """(splits, chunk) of wgrad's reduction over N*Z*P*Q: enough slices to
-    give config.cuda_target_blocks blocks, at most config.cuda_max_splits,
-    none shorter than config.cuda_min_split; a function of the problem only."""
-    red = q.n * int(np.prod(q.out_size))
+def wgrad_splits(q, red: int | None = None) -> tuple[int, int]:
+    """(splits, chunk) of wgrad's reduction over ``red`` (default N*Z*P*Q)
+    output positions: enough slices to give config.cuda_target_blocks
+    blocks, at most config.cuda_max_splits, none shorter than
+    config.cuda_min_split; a function of the problem only."""
+    red = q.n * int(np.prod(q.out_size)) if red is None else red
     bm, bn = tile(q.dtype)
     tiles = -(-(q.c_out // q.groups) // bm) * -(-(q.c_in // q.groups * int(np.prod(q.kernel))) // bn) * q.groups
     splits = max(1, min(-(-config.cuda_target_blocks // tiles), config.cuda_max_splits,

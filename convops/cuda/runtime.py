@@ -6,8 +6,10 @@ disk)."""
 
 from __future__ import annotations
 
+import collections
 import functools
-from typing import Sequence
+import threading
+from typing import Callable, Sequence
 
 
 def _cupy():
@@ -41,6 +43,31 @@ class CupyRuntime:
 
     def synchronize(self) -> None:
         _cupy().cuda.get_current_stream().synchronize()
+
+    def constant(self, key, make: Callable):
+        """A read-only device array built from ``make()`` (host), kept per
+        device and key (the last 256), so a launcher's lookup tables are
+        copied to the device once, not per call."""
+        k = (_cupy().cuda.runtime.getDevice(), key)
+        with _constants_lock:
+            a = _constants.get(k)
+            if a is not None:
+                _constants.move_to_end(k)
+                return a
+        a = _cupy().asarray(make())
+        with _constants_lock:
+            _constants[k] = a
+            while len(_constants) > 256:
+                _constants.popitem(last=False)
+        return a
+
+    def device_of(self, a):
+        """Context in which to compute on ``a``'s device (results land there)."""
+        return _cupy().cuda.Device(a.device.id)
+
+
+_constants: "collections.OrderedDict" = collections.OrderedDict()
+_constants_lock = threading.Lock()
 
 
 @functools.lru_cache(maxsize=None)

@@ -5,6 +5,7 @@ written once.  Device arrays are NumPy arrays; new buffers are filled with NaN
 
 from __future__ import annotations
 
+import contextlib
 from typing import Sequence
 
 import numpy as np
@@ -43,3 +44,11 @@ class SimRuntime:
 
     def synchronize(self) -> None:
         """Launches run to completion before returning."""
+
+    def constant(self, key, make) -> np.ndarray:
+        """A device array of ``make()`` (a fresh copy per call: each launch is
+        checked on its own buffers)."""
+        return self.to_device(make())
+
+    def device_of(self, a):
+        return contextlib.nullcontext()

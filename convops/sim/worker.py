@@ -121,7 +121,7 @@ class Worker:
         last = None
         while True:
             ready, _, _ = select.select([self.sock], [], [], _POLL)
-            chunk = self.sock.recv(1 << 20) if ready else None
+            chunk = self.sock.recv(_RECV_BYTES) if ready else None
             if chunk:
                 self._inbox += chunk
                 message = self._message()
@@ -190,6 +190,10 @@ class Worker:
         self.sock.close()
         self._drop_arena()
 
+
+# Bytes read from the worker's socket at a time: replies are small JSON (a
+# bigger one arrives in several reads); recv allocates this much per call.
+_RECV_BYTES = 64 * 1024
 
 # The simulator's own headers and runtime appear in debug information under this
 # name (module.py compiles with -ffile-prefix-map), not under the path of the

@@ -60,6 +60,9 @@ __device__ __forceinline__ void gemm_tile(GemmShared<typename Acc<T>::type, BM, 
 #pragma unroll
     for (int j = 0; j < TN; ++j) acc[i][j] = 0;
   const int tm = threadIdx.x % (BM / TM), tn = threadIdx.x / (BM / TM);
+  // A thread whose whole micro-tile lies past M or N (a skinny GEMM in a big
+  // tile) still loads and meets every barrier, but skips the arithmetic.
+  const bool active = m0 + tm < M && n0 + tn < N;
 
   int buf = 0;
   if (k_begin < k_end) {
@@ -75,17 +78,19 @@ __device__ __forceinline__ void gemm_tile(GemmShared<typename Acc<T>::type, BM, 
       la.fetch(k0 + GEMM_BK, k_end);
       lb.fetch(k0 + GEMM_BK, k_end);
     }
+    if (active) {
 #pragma unroll
-    for (int kk = 0; kk < GEMM_BK; ++kk) {
-      A a[TM], b[TN];
+      for (int kk = 0; kk < GEMM_BK; ++kk) {
+        A a[TM], b[TN];
 #pragma unroll
-      for (int i = 0; i < TM; ++i) a[i] = As[buf][kk][tm + i * (BM / TM)];
+        for (int i = 0; i < TM; ++i) a[i] = As[buf][kk][tm + i * (BM / TM)];
 #pragma unroll
-      for (int j = 0; j < TN; ++j) b[j] = Bs[buf][kk][tn + j * (BN / TN)];
+        for (int j = 0; j < TN; ++j) b[j] = Bs[buf][kk][tn + j * (BN / TN)];
 #pragma unroll
-      for (int i = 0; i < TM; ++i)
+        for (int i = 0; i < TM; ++i)
 #pragma unroll
-        for (int j = 0; j < TN; ++j) acc[i][j] += a[i] * b[j];
+          for (int j = 0; j < TN; ++j) acc[i][j] += a[i] * b[j];
+      }
     }
     if (more) {  // the other buffer was last read before the previous barrier
       la.stash(As[buf ^ 1]);
