@@ -27,8 +27,8 @@ __global__ void __launch_bounds__(256, 1) depthwise_fwd(const T* __restrict__ x,
   const int tq = threadIdx.x % DW_TQ, tp = threadIdx.x / DW_TQ;
   const int ylim = (g.P - 1) * g.sh - g.ph + (g.R - 1) * g.dh;  // the last row and column any output reads
   const int xlim = (g.Q - 1) * g.sw - g.pw + (g.S - 1) * g.dw;
-  for (int b = blockIdx.x; b < nblocks; b += gridDim.x) {
-    int rest = b;
+  for (index_t bb = blockIdx.x; bb < nblocks; bb += gridDim.x) {
+    int rest = (int)bb;
     const int bq = rest % tiles_q; rest /= tiles_q;
     const int bp = rest % tiles_p; rest /= tiles_p;
     const int z = rest % g.Z; rest /= g.Z;
@@ -72,9 +72,9 @@ template <class T>
 __global__ void __launch_bounds__(256, 1) depthwise_dgrad(const T* __restrict__ dy, const T* __restrict__ w,
                                                         const T* __restrict__ bias, T* __restrict__ dx, ConvGeom g) {
   typedef typename Acc<T>::type A;
-  const int total = g.N * g.C * g.D * g.H * g.W;  // < 2^31: supports()
-  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x) {
-    int rest = i;
+  const index_t total = (index_t)g.N * g.C * g.D * g.H * g.W;  // < 2^31: supports()
+  GRID_STRIDE_LOOP(i, total) {
+    int rest = (int)i;  // the decomposition in 32 bits (a 64-bit division is a called subroutine)
     const int ix = rest % g.W; rest /= g.W;
     const int iy = rest % g.H; rest /= g.H;
     const int iz = rest % g.D; rest /= g.D;
@@ -114,7 +114,7 @@ __global__ void __launch_bounds__(256, 1) depthwise_wgrad(const T* __restrict__ 
   typedef typename Acc<T>::type A;
   __shared__ A partial[256];
   const int count = g.K * g.T * g.R * g.S;
-  const int red = g.N * g.Z * g.P * g.Q;  // < 2^31: supports()
+  const index_t red = (index_t)g.N * g.Z * g.P * g.Q;  // < 2^31: supports()
   const int plane = g.Z * g.P * g.Q;
   for (int e = blockIdx.x; e < count; e += gridDim.x) {
     int rest = e;
@@ -124,7 +124,8 @@ __global__ void __launch_bounds__(256, 1) depthwise_wgrad(const T* __restrict__ 
     const int k = rest / g.T;
     const int c = k / g.Kg;
     A acc = 0;
-    for (int m = threadIdx.x; m < red; m += blockDim.x) {
+    for (index_t mm = threadIdx.x; mm < red; mm += blockDim.x) {  // (64-bit: red may be near 2^31)
+      const int m = (int)mm;
       const int n = m / plane;
       const int pos = m % plane;
       const int q = pos % g.Q, p = (pos / g.Q) % g.P, z = pos / (g.Q * g.P);

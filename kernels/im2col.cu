@@ -3,7 +3,7 @@
 // the GEMM is gemm_tile.cuh's mainloop over plain strided matrices.
 //
 // fwd    col = im2col(x);  y[n, grp*Kg + kn, pos] = sum_kk w[grp*Kg + kn, kk] * col[grp][kk][m]
-// dgrad  col[grp][kk][m] = sum_kn w[grp*Kg + kn, kk] * dy[n, grp*Kg + kn, pos];  dx = col2im(col)
+// dgrad  col[grp][kk][m] (in Acc<T>) = sum_kn w[grp*Kg + kn, kk] * dy[n, grp*Kg + kn, pos];  dx = col2im(col)
 // wgrad  col = im2col(x);  dw[grp*Kg + kn, kk] += sum_m dy[n, grp*Kg + kn, pos] * col[grp][kk][m]
 //        (chunks added one after another into a float32/float64 buffer)
 #include "gemm_tile.cuh"
@@ -37,7 +37,8 @@ __global__ void __launch_bounds__(256, 1) im2col(const T* __restrict__ x, T* __r
 // the (tap, output) pairs that read it (exact division by the stride, inside
 // the output): only the reference's terms, in a fixed order, no atomics.
 template <class T>
-__global__ void __launch_bounds__(256, 1) col2im(const T* __restrict__ col, const T* __restrict__ bias,
+__global__ void __launch_bounds__(256, 1) col2im(const typename Acc<T>::type* __restrict__ col,
+                                                  const T* __restrict__ bias,
                                                T* __restrict__ dx, ConvGeom g, int n_begin, int nb) {
   typedef typename Acc<T>::type A;
   const index_t plane = (index_t)g.Z * g.P * g.Q;
@@ -62,7 +63,7 @@ __global__ void __launch_bounds__(256, 1) col2im(const T* __restrict__ col, cons
           const int qn = ix + g.pw - s * g.dw;
           if (qn < 0 || qn % g.sw || qn / g.sw >= g.Q) continue;
           const index_t m = nl * plane + ((index_t)(zn / g.sd) * g.P + pn / g.sh) * g.Q + qn / g.sw;
-          acc += load(col, ((index_t)ci * TRS + (t * g.R + r) * g.S + s) * Mc + m);
+          acc += col[((index_t)ci * TRS + (t * g.R + r) * g.S + s) * Mc + m];
         }
       }
     }
@@ -104,14 +105,15 @@ template <class L> struct Anchored {
   template <class S> __device__ __forceinline__ void stash(S s) { l.stash(s); }
 };
 
-template <class T> struct StoreMatrix {  // C[row, col] at out[col * ld + row]
-  T* out; index_t ld;
-  __device__ __forceinline__ void store(int row, int col, typename Acc<T>::type v) { ::store(out, col * ld + row, v); }
+template <class A> struct StoreMatrix {  // C[row, col] at out[col * ld + row], in the accumulation type
+  A* out; index_t ld;
+  __device__ __forceinline__ void store(int row, int col, A v) { out[col * ld + row] = v; }
 };
 
 // im2col_gemm: one GEMM per group (grid z, looped past 65535) for chunk
 // [n_begin, n_begin + nb).  pass 0 fwd (M = Mc, N = Kg, K = Cg*TRS, into y);
-// pass 1 dgrad (M = Mc, N = Cg*TRS, K = Kg, into col); pass 2 wgrad (M = Kg,
+// pass 1 dgrad (M = Mc, N = Cg*TRS, K = Kg, into the Acc<T> column buffer `partial`:
+// float16's per-tap sums are not rounded to float16 before col2im adds them); pass 2 wgrad (M = Kg,
 // N = Cg*TRS, K = Mc split into `splits` slices of `chunk` -- grid z = groups
 // * splits -- each added into its own Acc<T> slot of `partial`, K x Cg*TRS per
 // slot, unless `first`; a second kernel adds the slots in order).
@@ -145,7 +147,7 @@ __global__ void __launch_bounds__(GEMM_THREADS, 1) im2col_gemm(const T* __restri
       MatrixLoader<T, Ti::BN, RowsFast<Ti::BN>> mb{b + (index_t)grp * g.Kg * KK, KK, 0, 0, 1, 0, 0, KK};
       Anchored<decltype(ma)> la{ma, m0};
       Anchored<decltype(mb)> lb{mb, n0};
-      StoreMatrix<T> ep{out + (index_t)grp * KK * Mc, Mc};
+      StoreMatrix<typename Acc<T>::type> ep{partial + (index_t)grp * KK * Mc, Mc};
       gemm_tile<T, Ti::BM, Ti::BN, Ti::TM, Ti::TN>(smem, la, lb, ep, (int)Mc, KK, 0, g.Kg, m0, n0);
     } else {  // A = dy (rows kn, k = m = (n, pos)), B = col[grp] (rows kk, k = m contiguous)
       MatrixLoader<T, Ti::BM, KFast<Ti::BM>> ma{a + ((index_t)n_begin * g.K + (index_t)grp * g.Kg) * plane, g.Kg,

@@ -4,7 +4,8 @@
 #include "conv_common.cuh"
 
 // fold_padding: dx (N, C, D, H, W) from gp (N, C, D+pd+pd_hi, H+..., W+...),
-// the gradient of the padded input: each input element sums every padded
+// the gradient of the padded input in the accumulation type (float32 for
+// float16: the launcher computes it so, and nothing is rounded before the sum): each input element sums every padded
 // position numpy.pad copies from it (its own interior position plus the
 // padded ones that map to it), plus bias[c] if given.
 // Thread -> output: one thread per dx element, w fastest; it gathers (no
@@ -13,7 +14,8 @@
 // g: the user problem's geometry (D/H/W the input, pd/ph/pw and the *_hi
 // below the padding, mode the padding mode).
 template <class T>
-__global__ void __launch_bounds__(256, 1) fold_padding(const T* __restrict__ gp, const T* __restrict__ bias,
+__global__ void __launch_bounds__(256, 1) fold_padding(const typename Acc<T>::type* __restrict__ gp,
+                                                        const T* __restrict__ bias,
                                                      T* __restrict__ dx, ConvGeom g, int hd, int hh, int hw) {
   typedef typename Acc<T>::type A;
   const int Dp = g.D + g.pd + hd, Hp = g.H + g.ph + hh, Wp = g.W + g.pw + hw;
@@ -37,7 +39,7 @@ __global__ void __launch_bounds__(256, 1) fold_padding(const T* __restrict__ gp,
         for (int c = -1; c < g.pw + hw; ++c) {
           const int px = c < 0 ? ix + g.pw : (c < g.pw ? c : g.pw + g.W + (c - g.pw));
           if (c >= 0 && source_index(px - g.pw, g.W, g.mode) != ix) continue;
-          acc += load(gp, row + px);
+          acc += gp[row + px];
         }
       }
     }

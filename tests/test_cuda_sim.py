@@ -135,3 +135,54 @@ def test_big_activations_go_to_64_bit_kernels():
     wide = ConvProblem.forward(n=1, c_in=1, c_out=1, in_size=(2**31 + 5,), kernel=(3,), stride=(1,),
                                padding=((1, 1),), dilation=(1,), groups=1, dtype="float16")
     assert all(any("32-bit extents" in r for r in i.reasons(wide)) for i in impls.values())
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+@pytest.mark.parametrize("mode", ["zeros", "reflect"])
+def test_float16_dgrad_sums_are_not_rounded_to_float16(algorithm, mode):
+    # per-tap (im2col's columns) or per-padded-position (the fold) partial sums
+    # of +-60000 would overflow float16 (inf - inf = NaN) if stored as float16
+    w = np.full((2, 1, 2), 300, np.float16)
+    w[:, :, 1] = -300
+    kw = dict(padding=1, padding_mode=mode)
+    shape = (1, 1, 4)
+    for pattern in ([200] * 5, [200, 0, -200, 0, 0]):
+        dy = np.broadcast_to(np.array(pattern, np.float16), (1, 2, 5)).copy()
+        gx = co.conv_grad_input(dy, w, shape, backend="cuda-sim", algorithm=algorithm, **kw)
+        ref = co.conv_grad_input(dy, w, shape, backend="numpy", **kw)
+        assert not np.isnan(ref).any()
+        assert_close(gx, ref, "float16")
+
+
+def test_bias_in_strided_dgrad_is_rounded_once():
+    rng = np.random.default_rng(3)
+    dy = rng.standard_normal((1, 3, 5, 5)).astype(np.float16)
+    w = rng.standard_normal((3, 2, 3, 3)).astype(np.float16)
+    b = rng.standard_normal(2).astype(np.float16)
+    kw = dict(stride=3, padding=1, output_padding=1)
+    outs = [co.conv_transpose(dy, w, b, backend="cuda-sim", algorithm=a, **kw) for a in ("implicit_gemm", "direct")]
+    ref = co.conv_transpose(dy, w, b, backend="numpy", **kw)
+    for out in outs:
+        assert_close(out, ref, "float16")
+
+
+def test_wgrad_of_an_empty_reduction_has_a_plan():
+    from convops.cuda import implicit_gemm
+    p = ConvProblem.forward(n=0, c_in=2, c_out=3, in_size=(5,), kernel=(3,), stride=(1,), padding=((0, 0),),
+                            dilation=(1,), groups=1, op="wgrad")
+    assert implicit_gemm.wgrad_splits(p.expand(3))[0] == 1
+    assert implicit_gemm.workspace_bytes(p) >= 0
+
+
+def test_supports_refuses_what_the_kernels_cannot_launch():
+    impls = {(i.op, i.algorithm): i for i in registry.implementations(backend="cuda-sim")}
+    # im2col's GEMM columns (C/g*T*R*S) past 65535 tiles: grid y would exceed its limit
+    wide = ConvProblem.forward(n=1, c_in=1, c_out=1, in_size=(8388609,), kernel=(8388609,), stride=(1,),
+                               padding=((0, 0),), dilation=(1,), groups=1, op="wgrad")
+    assert any("grid y" in r for r in impls[("wgrad", "im2col")].reasons(wide))
+    assert any("grid y" in r for r in impls[("wgrad", "implicit_gemm")].reasons(wide))
+    # depthwise dgrad in reflect mode runs on the padded input: 64 x 8190^2 elements, past 2^31
+    padded = ConvProblem.forward(n=1, c_in=64, c_out=64, in_size=(4096, 4096), kernel=(3, 3), stride=(4, 4),
+                                 padding=((2047, 2047), (2047, 2047)), dilation=(1, 1), groups=64,
+                                 padding_mode="reflect", op="dgrad")
+    assert any("2^31" in r for r in impls[("dgrad", "depthwise")].reasons(padded))

@@ -17,6 +17,7 @@ the exact adjoint of fwd in every mode.
 
 from __future__ import annotations
 
+import functools
 import threading
 from typing import Callable, NamedTuple
 
@@ -62,6 +63,7 @@ def _load_algorithms():
     from . import algorithms  # noqa: F401  (declares every source)
 
 
+@functools.lru_cache(maxsize=None)
 def source_text(filename: str) -> str:
     """The source as the compilers get it: a #line directive first, so errors
     and simulator reports name the file."""
@@ -136,10 +138,12 @@ def int32_index_reasons(problem: ConvProblem) -> list[str]:
     64-bit division is a called subroutine on a GPU, and its calls make ptxas
     spill) run only problems whose activations have fewer than 2^31 elements;
     ``direct`` and ``im2col`` index in 64 bits and run the rest."""
-    biggest = max(problem.n * problem.c_in * int(np.prod(problem.in_size)),
-                  problem.n * problem.c_out * int(np.prod(problem.out_size)))
+    # (the padded input: dgrad of a non-zero padding mode runs on it)
+    biggest = max(problem.n * problem.c_in * int(np.prod(problem.padded_size)),
+                  problem.n * problem.c_out * int(np.prod(problem.out_size)),
+                  problem.c_out * problem.c_in // problem.groups * int(np.prod(problem.kernel)))
     if biggest >= INT32_LIMIT:
-        return [f"an activation of {biggest} elements: this kernel indexes activations in 32 bits (< 2^31)"]
+        return [f"a tensor of {biggest} elements: this kernel indexes activations and weights in 32 bits (< 2^31)"]
     return []
 
 
@@ -148,8 +152,14 @@ def bias_arg(rt, bias, dtype):
     return rt.zeros((1,), dtype) if bias is None else bias
 
 
+def acc_dtype(dtype: str) -> str:
+    """The accumulation type: float32 for float16 storage."""
+    return "float64" if dtype == "float64" else "float32"
+
+
 def fold_padding(rt, q: ConvProblem, gp, bias):
-    """dx of a non-zero padding mode from the padded input's gradient ``gp``."""
+    """dx of a non-zero padding mode from the padded input's gradient ``gp``
+    (in the accumulation type)."""
     dx = rt.empty(q.x_shape, q.dtype)
     total = int(np.prod(q.x_shape))
     hi = q.pad_hi
@@ -178,8 +188,8 @@ def run_with(backend: str, passes: Passes) -> Callable:
     def run(problem: ConvProblem, a, b, bias=None):
         rt = runtime(backend)
         q = kernel_problem(problem)
-        a = rt.to_device(a).reshape(_operand_shapes(q)[0])
-        with rt.device_of(a):  # results on the first operand's device (and the current stream)
+        with rt.device_of(a):  # on the first operand's device (and the current stream): results land there
+            a = rt.to_device(a).reshape(_operand_shapes(q)[0])
             b = rt.to_device(b).reshape(_operand_shapes(q)[1])
             bias = None if bias is None else rt.to_device(bias)
             if q.op == "fwd":
@@ -188,8 +198,9 @@ def run_with(backend: str, passes: Passes) -> Callable:
                 out = passes.wgrad(rt, q, a, b)
             elif q.padding_mode == "zeros":
                 out = passes.dgrad(rt, q, a, b, bias)
-            else:
-                gp = passes.dgrad(rt, q.materialized(), a, b, None)
+            else:  # the padded gradient in the accumulation type (float16: float32), then folded
+                qm = q.materialized().with_dtype(acc_dtype(q.dtype))
+                gp = passes.dgrad(rt, qm, a.astype(qm.dtype, copy=False), b.astype(qm.dtype, copy=False), None)
                 out = fold_padding(rt, q, gp, bias)
         return out.reshape(problem.result_shape)
 

@@ -14,7 +14,9 @@ declare_source("im2col.cu", ("im2col", "col2im", "im2col_gemm"))
 
 
 def _col_bytes_per_image(q) -> int:
-    return q.c_in * int(np.prod(q.kernel)) * int(np.prod(q.out_size)) * np.dtype(q.dtype).itemsize
+    """dgrad's columns are in the accumulation type (float32 for float16)."""
+    dtype = acc_dtype(q.dtype) if q.op == "dgrad" else q.dtype
+    return q.c_in * int(np.prod(q.kernel)) * int(np.prod(q.out_size)) * np.dtype(dtype).itemsize
 
 
 def images_per_chunk(q) -> int:
@@ -33,11 +35,16 @@ def workspace_bytes(problem) -> int:
 
 def supports(problem) -> list:
     q = problem.expand(3).canonical()
+    reasons = []
     need = _col_bytes_per_image(q)
     if need > config.cuda_workspace_bytes:
-        return [f"the column buffer of one image needs {need} bytes, over config.cuda_workspace_bytes = "
-                f"{config.cuda_workspace_bytes}"]
-    return []
+        reasons.append(f"the column buffer of one image needs {need} bytes, over config.cuda_workspace_bytes = "
+                       f"{config.cuda_workspace_bytes}")
+    cols = q.c_out // q.groups if q.op == "fwd" else q.c_in // q.groups * int(np.prod(q.kernel))
+    bn = tile(q.dtype)[1]
+    if -(-cols // bn) > 65535:
+        reasons.append(f"{cols} GEMM columns need more than 65535 tiles of {bn} (grid y)")
+    return reasons
 
 
 def _gemm(rt, q, pass_, a, b, bias, out, partial, n_begin, nb, first, splits=1, chunk=0):
@@ -78,8 +85,8 @@ def dgrad(rt, q, dy, w, bias):
     for n0 in range(0, q.n, step):
         nb = min(step, q.n - n0)
         col = rt.empty((q.groups, q.c_in // q.groups * int(np.prod(q.kernel)), nb * int(np.prod(q.out_size))),
-                       q.dtype)
-        _gemm(rt, q, 1, dy, w, None, col, _dummy_acc(rt, q), n0, nb, 1)
+                       acc_dtype(q.dtype))  # float16: float32 columns (per-tap sums not rounded)
+        _gemm(rt, q, 1, dy, w, None, rt.zeros((1,), q.dtype), col, n0, nb, 1)
         total = nb * q.c_in * int(np.prod(q.in_size))
         rt.launch(kernel(rt, "im2col.cu", "col2im", q.dtype), (blocks(total),), (256,),
                   (col, bias_arg(rt, bias, q.dtype), dx, geometry(q, bias is not None, mode="zeros"), np.int32(n0),

@@ -12,7 +12,7 @@ import functools
 import numpy as np
 
 from .. import config
-from .common import (Passes, bias_arg, blocks, declare_source, geometry, int32_index_reasons, kernel,
+from .common import (Passes, acc_dtype, bias_arg, blocks, declare_source, geometry, int32_index_reasons, kernel,
                      register_algorithm)
 from . import direct
 
@@ -24,10 +24,6 @@ BK = 8
 def tile(dtype: str) -> tuple[int, int]:
     """(BM, BN) of Tiles<T> in gemm_tile.cuh."""
     return (64, 64) if dtype == "float64" else (128, 128)
-
-
-def acc_dtype(dtype: str) -> str:
-    return "float64" if dtype == "float64" else "float32"
 
 
 @functools.lru_cache(maxsize=256)
@@ -74,14 +70,18 @@ def dgrad(rt, q, dy, w, bias):
         return direct.dgrad(rt, q, dy, w, bias)
     if all(s == 1 for s in q.stride):
         return _dgrad_stride1(rt, q, dy, w, bias)
+    # positions no phase reaches hold the bias alone; the phases add it in their
+    # epilogue (one rounding, as on the stride-1 path)
     gxp = rt.zeros((q.n, q.c_in) + q.input_extent, q.dtype)
+    if bias is not None:
+        gxp[...] = bias.reshape((-1, 1, 1, 1))
     for combo, sub in q.stride_phase_problems():
         if 0 in sub.in_size:
             continue
         wsub = w
         for axis, ph in enumerate(combo, start=2):
             wsub = wsub[(slice(None),) * axis + (list(ph.taps),)]
-        part = _dgrad_stride1(rt, sub, dy, rt.to_device(wsub), None)
+        part = _dgrad_stride1(rt, sub, dy, rt.to_device(wsub), bias)
         index = (slice(None), slice(None)) + tuple(slice(ph.start + ph.shift * s, ph.start + ph.shift * s + n * s, s)
                                                   for ph, s, n in zip(combo, q.stride, sub.in_size))
         gxp[index] = part
@@ -89,10 +89,10 @@ def dgrad(rt, q, dy, w, bias):
     # the low padding: then nothing, and dx stays zero)
     spans = [max(0, min(e, p + i) - p) for i, e, p in zip(q.in_size, q.input_extent, q.pad_lo)]
     dx = rt.zeros(q.x_shape, q.dtype)
+    if bias is not None:  # inputs past the extent the outputs reach
+        dx[...] = bias.reshape((-1, 1, 1, 1))
     dx[(slice(None), slice(None)) + tuple(slice(0, n) for n in spans)] = \
         gxp[(slice(None), slice(None)) + tuple(slice(p, p + n) for p, n in zip(q.pad_lo, spans))]
-    if bias is not None:
-        dx += bias.reshape((-1, 1, 1, 1))
     return dx
 
 
@@ -106,6 +106,8 @@ def wgrad_splits(q, red: int | None = None) -> tuple[int, int]:
     tiles = -(-(q.c_out // q.groups) // bm) * -(-(q.c_in // q.groups * int(np.prod(q.kernel))) // bn) * q.groups
     splits = max(1, min(-(-config.cuda_target_blocks // tiles), config.cuda_max_splits,
                         red // config.cuda_min_split))
+    if red == 0:
+        return 1, BK
     chunk = -(-(-(-red // splits)) // BK) * BK
     return -(-red // chunk), chunk
 

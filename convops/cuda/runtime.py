@@ -11,6 +11,8 @@ import functools
 import threading
 from typing import Callable, Sequence
 
+import numpy as np
+
 
 def _cupy():
     import cupy  # imported on first use: the package imports without CuPy or a GPU
@@ -27,7 +29,13 @@ class CupyRuntime:
         return _cupy().zeros(shape, dtype)
 
     def to_device(self, a):
-        return _cupy().ascontiguousarray(_cupy().asarray(a))
+        """A C-contiguous CuPy array on the current device (zero-copy when ``a``
+        already is one; ``__cuda_array_interface__`` objects are wrapped)."""
+        cp = _cupy()
+        a = cp.asarray(a)
+        if a.device.id != cp.cuda.runtime.getDevice():
+            a = cp.array(a, copy=True)  # a peer copy onto the current device
+        return cp.ascontiguousarray(a)
 
     def to_host(self, a):
         return _cupy().asnumpy(a)
@@ -39,6 +47,9 @@ class CupyRuntime:
         return module.get_function(name)
 
     def launch(self, kernel, grid, block, args, shared_mem: int = 0):
+        # CuPy passes a struct by value from a size-1 NumPy array, not from a
+        # NumPy structured scalar (np.void), which the simulator takes
+        args = tuple(np.asarray(a).reshape(1) if isinstance(a, np.void) else a for a in args)
         kernel(grid, block, args, shared_mem=shared_mem)
 
     def synchronize(self) -> None:
@@ -63,7 +74,7 @@ class CupyRuntime:
 
     def device_of(self, a):
         """Context in which to compute on ``a``'s device (results land there)."""
-        return _cupy().cuda.Device(a.device.id)
+        return _cupy().cuda.Device(_cupy().asarray(a).device.id)
 
 
 _constants: "collections.OrderedDict" = collections.OrderedDict()
