@@ -4,7 +4,7 @@ PyTorch, ``cudnn.benchmark = True``, TF32 off) on the CPU layer set at batch
 reported apart).  Ratio = cuDNN time / convops time.  Needs a GPU, CuPy and
 a CUDA build of torch; ci/gpu.sh runs it.
 
-Not yet run on a GPU: no device was lent in the session that wrote it.
+Not yet run on a GPU (see bench/README.md).
 """
 
 from __future__ import annotations

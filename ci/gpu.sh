@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# On a machine with an NVIDIA GPU and no network (its Python already has
-# torch, cupy-cuda13x, numba, numpy, scipy, pytest, hypothesis): run the `gpu`
-# tests and the CUDA benchmark from this checkout, installing nothing.
+# On a machine with an NVIDIA GPU whose Python already has CuPy (cupy-cuda13x),
+# a CUDA build of torch, numba, numpy, scipy, pytest and hypothesis (no network
+# needed): run the `gpu` tests and the CUDA benchmark from this checkout with
+# that Python ($PYTHON, default python3), installing nothing.
 # Results go to ${1:-bench/results/gpu-$(date +%F)}.
 set -uo pipefail
 cd "$(dirname "$0")/.."

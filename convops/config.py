@@ -143,7 +143,7 @@ cuda_workspace_bytes = _env_bytes("CONVOPS_CUDA_WORKSPACE_BYTES", 256 * 2**20)
 # the launch has about this many blocks (two waves on a 132-SM H100) ...
 cuda_target_blocks = 264
 # ... into at most this many slices (each a K x C/g*T*R*S float32 partial sum in
-# the workspace, added in a fixed order by a second kernel) ...
+# the workspace (float64 for float64), added in a fixed order by a second kernel) ...
 cuda_max_splits = 64
 # ... none shorter than this many reduction steps.
 cuda_min_split = 256
@@ -158,7 +158,13 @@ sim_stack_bytes = _env_bytes("CONVOPS_SIM_STACK_BYTES", 64 * 2**10)
 sim_watchdog_seconds = _env_seconds("CONVOPS_SIM_WATCHDOG", 60.0)
 # Target whose launch limits the simulator enforces when a module's options
 # name none (-arch=sm_XX): "sm_70", "sm_80" or "sm_90".
-sim_default_arch = os.environ.get("CONVOPS_SIM_ARCH", "sm_80")
+def _arch(text: str) -> str:
+    if text.strip() not in ("sm_70", "sm_75", "sm_80", "sm_90"):
+        raise ValueError(f"CONVOPS_SIM_ARCH={text!r} is not one of sm_70, sm_75, sm_80, sm_90")
+    return text.strip()
+
+
+sim_default_arch = _env("CONVOPS_SIM_ARCH", "sm_80", _arch)
 # Most shadow memory the race detector may use for one launch (about 72 bytes
 # per element of every argument and per byte of shared memory); a bigger launch
 # is an error that says to use smaller arrays or check_races=False.

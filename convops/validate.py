@@ -45,6 +45,14 @@ def array_kind(name: str, a) -> str:
                     f"got {type(a).__module__}.{type(a).__qualname__}")
 
 
+def _dtype_of(a) -> np.dtype:
+    """The NumPy dtype of an array; for a ``__cuda_array_interface__`` object
+    the interface's typestr (its own ``dtype`` may be another library's)."""
+    if not isinstance(a, np.ndarray) and hasattr(a, "__cuda_array_interface__"):
+        return np.dtype(a.__cuda_array_interface__["typestr"])
+    return np.dtype(a.dtype)
+
+
 def check_arrays(**arrays) -> tuple[str, str]:
     """Kind and dtype name shared by the given arrays (None entries skipped)."""
     kinds, dtype, first = {}, None, None
@@ -52,7 +60,7 @@ def check_arrays(**arrays) -> tuple[str, str]:
         if a is None:
             continue
         kinds[name] = array_kind(name, a)
-        dt = np.dtype(a.dtype)
+        dt = _dtype_of(a)
         if dt.name not in DTYPES:
             raise TypeError(f"{name} must be a floating-point array (float16, float32 or float64), "
                             f"got {name} of dtype {dt.name}")

@@ -1,5 +1,5 @@
 """The CUDA backend on a real GPU (marked ``gpu``; skipped without a CUDA
-device).  ci/gpu.sh runs these on a lent machine."""
+device).  ci/gpu.sh runs these on a machine with an NVIDIA GPU."""
 
 import numpy as np
 import pytest

@@ -53,6 +53,7 @@ _CELL_BYTES = 72  # the race detector's shadow per cell (sim_runtime.cpp: struct
 # (``kernel.max_dynamic_shared_size_bytes``, cudaFuncAttributeMaxDynamicSharedMemorySize).
 ARCH_LIMITS = {
     "sm_70": {"max_shared_optin": 98304},
+    "sm_75": {"max_shared_optin": 65536},
     "sm_80": {"max_shared_optin": 166912},
     "sm_90": {"max_shared_optin": 232448},
 }
