@@ -80,6 +80,12 @@ template <class T, int BN> struct WeightRowsB {  // B[kk, kn] = w[(grp*Kg + kn) 
 };
 
 // igemm_fwd: y = conv(x, w) + bias.  M = N*Z*P*Q, N = Kg, K = Cg*T*R*S per group.
+// Block -> tile: block (bx, by) computes the 128x128 (float64: 64x64) tile of
+// rows m0 = bx*BM (output positions) and columns n0 = by*BN (output channels
+// of group bz, looped past 65535); thread -> micro-tile as in gemm_tile.cuh.
+// Loads: A gathers x through `taps` and the padding mode (zeros past the
+// padding), B reads weight rows along k.  Limits: M < 2^31, <= 65535 column
+// tiles (supports()).
 template <class T>
 __global__ void __launch_bounds__(GEMM_THREADS, 1) igemm_fwd(const T* __restrict__ x, const T* __restrict__ w,
                                                            const T* __restrict__ bias, const int* __restrict__ taps,
@@ -176,6 +182,11 @@ template <class T> struct StoreDx {  // dx (N, C, D, H, W) from rows m = (n, d, 
 };
 
 // igemm_dgrad: dx = conv_transpose(dy, w) + bias.  M = N*D*H*W, N = Cg, K = Kg*T*R*S.
+// Block -> tile: rows m0 = bx*BM (input positions), columns n0 = by*BN (input
+// channels of group bz); A gathers dy at (i + pad - tap*dilation) / stride
+// where that divides exactly and lies in the output (the launcher passes
+// stride-1 phase sub-problems), B reads w[kn, c, tap].  Exact for a finite
+// weight only (zero-filled borders multiply it: the launcher checks).
 template <class T>
 __global__ void __launch_bounds__(GEMM_THREADS, 1) igemm_dgrad(const T* __restrict__ dy, const T* __restrict__ w,
                                                              const T* __restrict__ bias, const int* __restrict__ taps,
