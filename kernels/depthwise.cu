@@ -84,16 +84,16 @@ __global__ void __launch_bounds__(256, 1) depthwise_dgrad(const T* __restrict__ 
     for (int j = 0; j < g.Kg; ++j) {
       const int k = c * g.Kg + j;
       for (int t = 0; t < g.T; ++t) {
-        const int zn = iz + g.pd - t * g.dd;
-        if (zn < 0 || zn % g.sd || zn / g.sd >= g.Z) continue;
+        const int z = output_index(iz + g.pd - t * g.dd, g.sd, g.Z);
+        if (z < 0) continue;
         for (int r = 0; r < g.R; ++r) {
-          const int pn = iy + g.ph - r * g.dh;
-          if (pn < 0 || pn % g.sh || pn / g.sh >= g.P) continue;
-          const index_t row = (((index_t)n * g.K + k) * g.Z + zn / g.sd) * g.P * (index_t)g.Q + (index_t)(pn / g.sh) * g.Q;
+          const int p = output_index(iy + g.ph - r * g.dh, g.sh, g.P);
+          if (p < 0) continue;
+          const index_t row = (((index_t)n * g.K + k) * g.Z + z) * g.P * (index_t)g.Q + (index_t)p * g.Q;
           for (int s = 0; s < g.S; ++s) {
-            const int qn = ix + g.pw - s * g.dw;
-            if (qn < 0 || qn % g.sw || qn / g.sw >= g.Q) continue;
-            acc += load(dy, row + qn / g.sw) * load(w, (((index_t)k * g.T + t) * g.R + r) * g.S + s);
+            const int q = output_index(ix + g.pw - s * g.dw, g.sw, g.Q);
+            if (q < 0) continue;
+            acc += load(dy, row + q) * load(w, (((index_t)k * g.T + t) * g.R + r) * g.S + s);
           }
         }
       }

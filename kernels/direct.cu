@@ -82,20 +82,14 @@ __global__ void __launch_bounds__(256, 1) conv_direct_dgrad(const T* __restrict_
 #pragma unroll
     for (int j = 0; j < DIRECT_TILE; ++j) acc[j] = 0;
     for (int t = 0; t < g.T; ++t) {
-      const int zn = iz + g.pd - t * g.dd;
-      if (zn < 0 || zn % g.sd) continue;
-      const int z = zn / g.sd;
-      if (z >= g.Z) continue;
+      const int z = output_index(iz + g.pd - t * g.dd, g.sd, g.Z);
+      if (z < 0) continue;
       for (int rr = 0; rr < g.R; ++rr) {
-        const int pn = iy + g.ph - rr * g.dh;
-        if (pn < 0 || pn % g.sh) continue;
-        const int p = pn / g.sh;
-        if (p >= g.P) continue;
+        const int p = output_index(iy + g.ph - rr * g.dh, g.sh, g.P);
+        if (p < 0) continue;
         for (int s = 0; s < g.S; ++s) {
-          const int qn = ix + g.pw - s * g.dw;
-          if (qn < 0 || qn % g.sw) continue;
-          const int q = qn / g.sw;
-          if (q >= g.Q) continue;
+          const int q = output_index(ix + g.pw - s * g.dw, g.sw, g.Q);
+          if (q < 0) continue;
           for (int k = 0; k < g.Kg; ++k) {
             const int ko = grp * g.Kg + k;
             const A dv = load(dy, (((index_t)n * g.K + ko) * g.Z + z) * g.P * (index_t)g.Q + (index_t)p * g.Q + q);

@@ -54,15 +54,15 @@ __global__ void __launch_bounds__(256, 1) col2im(const typename Acc<T>::type* __
     const int nl = (int)(rest / g.C);
     A acc = 0;
     for (int t = 0; t < g.T; ++t) {
-      const int zn = iz + g.pd - t * g.dd;
-      if (zn < 0 || zn % g.sd || zn / g.sd >= g.Z) continue;
+      const int z = output_index(iz + g.pd - t * g.dd, g.sd, g.Z);
+      if (z < 0) continue;
       for (int r = 0; r < g.R; ++r) {
-        const int pn = iy + g.ph - r * g.dh;
-        if (pn < 0 || pn % g.sh || pn / g.sh >= g.P) continue;
+        const int p = output_index(iy + g.ph - r * g.dh, g.sh, g.P);
+        if (p < 0) continue;
         for (int s = 0; s < g.S; ++s) {
-          const int qn = ix + g.pw - s * g.dw;
-          if (qn < 0 || qn % g.sw || qn / g.sw >= g.Q) continue;
-          const index_t m = nl * plane + ((index_t)(zn / g.sd) * g.P + pn / g.sh) * g.Q + qn / g.sw;
+          const int q = output_index(ix + g.pw - s * g.dw, g.sw, g.Q);
+          if (q < 0) continue;
+          const index_t m = nl * plane + ((index_t)z * g.P + p) * g.Q + q;
           acc += col[((index_t)ci * TRS + (t * g.R + r) * g.S + s) * Mc + m];
         }
       }

@@ -120,11 +120,6 @@ template <class T, int BM> struct DgradA {  // A[m, kk] = dy[n, grp*Kg + kn, (d 
     n = rest / g.D;
     zd = iz + g.pd; yd = iy + g.ph; xd = ix + g.pw;
   }
-  __device__ __forceinline__ static int out_index(int num, int stride, int size) {
-    if (num < 0 || num % stride) return -1;
-    num /= stride;
-    return num < size ? num : -1;
-  }
   __device__ __forceinline__ void fetch(index_t k0_, index_t k_end) {
 #pragma unroll
     for (int j = 0; j < Map::COUNT; ++j) {
@@ -132,8 +127,8 @@ template <class T, int BM> struct DgradA {  // A[m, kk] = dy[n, grp*Kg + kn, (d 
       A v = 0;
       if (valid && k < k_end) {
         const int* e = taps + 4 * k;
-        const int z = out_index(zd - e[1], g.sd, g.Z), p = out_index(yd - e[2], g.sh, g.P),
-                  q = out_index(xd - e[3], g.sw, g.Q);
+        const int z = output_index(zd - e[1], g.sd, g.Z), p = output_index(yd - e[2], g.sh, g.P),
+                  q = output_index(xd - e[3], g.sw, g.Q);
         if ((z | p | q) >= 0)
           v = load(dy, (((index_t)n * g.K + k0 + e[0]) * g.Z + z) * g.P * (index_t)g.Q + (index_t)p * g.Q + q);
       }

@@ -83,6 +83,16 @@ __device__ __forceinline__ int source_index(int i, int n, int mode) {
   }
 }
 
+// The adjoint's index map, shared by every dgrad gather: the output position
+// o whose tap reads input position i, where num = i + pad_lo - tap*dilation
+// = o*stride; -1 when no output does (num negative, not a multiple of the
+// stride, or past the output).  Only these terms are the reference's.
+__device__ __forceinline__ int output_index(int num, int stride, int size) {
+  if (num < 0 || num % stride) return -1;
+  num /= stride;
+  return num < size ? num : -1;
+}
+
 // The input element (n, c, z, y, x) reads through the padding mode, as an
 // offset into x of (N, C, D, H, W); -1 for a padded zero.
 __device__ __forceinline__ index_t input_offset(const ConvGeom& g, int n, int c, int z, int y, int x) {
