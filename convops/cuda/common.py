@@ -42,10 +42,42 @@ GEOM_DTYPE = np.dtype([(name, np.int32) for name in GEOM_FIELDS])
 # for the three element types.  kernel_instantiations() lists them for the
 # NVRTC gate; a launcher can only get a kernel named here.
 SOURCES: dict[str, tuple[str, ...]] = {}
+# The oldest compute capability (major*10 + minor) a source compiles for (its
+# PTX needs it: mma.sync, ldmatrix and cp.async are sm_80's).
+MIN_ARCH: dict[str, int] = {}
 
 
-def declare_source(filename: str, templates: tuple[str, ...], types=tuple(CTYPE.values())) -> None:
+def declare_source(filename: str, templates: tuple[str, ...], types=tuple(CTYPE.values()), min_arch: int = 0) -> None:
     SOURCES[filename] = tuple(f"{t}<{ty}>" for t in templates for ty in types)
+    MIN_ARCH[filename] = min_arch
+
+
+def source_min_arch(path: str) -> int:
+    """The oldest compute capability a source (path or file name) targets."""
+    _load_algorithms()
+    from pathlib import Path
+    return MIN_ARCH.get(Path(path).name, 0)
+
+
+def device_arch(backend: str) -> int | None:
+    """The compute capability (e.g. 80) work on ``backend`` runs on: the
+    current CUDA device's, or the simulator's target (config.sim_default_arch);
+    None when no device can be asked."""
+    if backend == "cuda-sim":
+        return int(config.sim_default_arch[3:])
+    try:
+        import cupy
+        return int(cupy.cuda.Device().compute_capability)
+    except Exception:  # no CuPy, driver or device: the backend's own reason says so
+        return None
+
+
+def arch_reasons(backend: str, min_arch: int) -> list[str]:
+    arch = device_arch(backend) if min_arch else None
+    if arch is not None and arch < min_arch:
+        where = "the simulator's target (CONVOPS_SIM_ARCH)" if backend == "cuda-sim" else "this GPU"
+        return [f"needs sm_{min_arch} or newer; {where} is sm_{arch}"]
+    return []
 
 
 def options() -> tuple[str, ...]:
@@ -223,16 +255,19 @@ def extent_reasons(problem: ConvProblem) -> list[str]:
 
 
 def register_algorithm(name: str, passes: Passes, *, supports=None, declines=None, workspace_bytes=None,
-                       subproblems=None, description: str = "", dtypes=("float16", "float32", "float64")):
+                       subproblems=None, description: str = "", dtypes=("float16", "float32", "float64"),
+                       min_arch: int = 0):
     """One Implementation per pass and CUDA backend.  ``supports`` etc. take
-    the user's problem and, for ``subproblems``, the backend name."""
+    the user's problem and, for ``subproblems``, the backend name; ``min_arch``:
+    the oldest compute capability the kernels run on (supports() says so)."""
     for backend in BACKEND_NAMES:
         for op in ("fwd", "dgrad", "wgrad"):
             if getattr(passes, op) is None:
                 continue
             kw = {k: fn for k, fn in (("declines", declines), ("workspace_bytes", workspace_bytes))
                   if fn is not None}
-            kw["supports"] = (lambda own: lambda p: extent_reasons(p) + (own(p) if own else []))(supports)
+            kw["supports"] = (lambda own, be: lambda p: extent_reasons(p) + arch_reasons(be, min_arch)
+                              + (own(p) if own else []))(supports, backend)
             if subproblems is not None:
                 kw["subproblems"] = (lambda sp, be: lambda p: sp(p, be))(subproblems, backend)
             register(Implementation(op=op, backend=backend, algorithm=name, run=run_with(backend, passes),

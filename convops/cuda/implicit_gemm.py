@@ -68,8 +68,15 @@ def dgrad(rt, q, dy, w, bias):
     # (a NaN/Inf weight must reach only the inputs it touches).
     if not bool(np.isfinite(w).all()):
         return direct.dgrad(rt, q, dy, w, bias)
+    return phase_dgrad(rt, q, dy, w, bias, _dgrad_stride1)
+
+
+def phase_dgrad(rt, q, dy, w, bias, stride1):
+    """dgrad through ``stride1(rt, sub, dy, w_sub, bias)``, a stride-1 dgrad:
+    directly for a stride-1 problem, else once per stride phase
+    (``ConvProblem.stride_phase_problems``) into the padded gradient."""
     if all(s == 1 for s in q.stride):
-        return _dgrad_stride1(rt, q, dy, w, bias)
+        return stride1(rt, q, dy, w, bias)
     # positions no phase reaches hold the bias alone; the phases add it in their
     # epilogue (one rounding, as on the stride-1 path)
     gxp = rt.zeros((q.n, q.c_in) + q.input_extent, q.dtype)
@@ -81,7 +88,7 @@ def dgrad(rt, q, dy, w, bias):
         wsub = w
         for axis, ph in enumerate(combo, start=2):
             wsub = wsub[(slice(None),) * axis + (list(ph.taps),)]
-        part = _dgrad_stride1(rt, sub, dy, rt.to_device(wsub), bias)
+        part = stride1(rt, sub, dy, rt.to_device(wsub), bias)
         index = (slice(None), slice(None)) + tuple(slice(ph.start + ph.shift * s, ph.start + ph.shift * s + n * s, s)
                                                   for ph, s, n in zip(combo, q.stride, sub.in_size))
         gxp[index] = part

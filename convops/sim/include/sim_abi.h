@@ -23,7 +23,11 @@ struct dim3 {
 namespace sim {
 
 // Warp operations (sim::warp_op's kind).
-enum WarpKind { W_SHFL, W_SHFL_UP, W_SHFL_DOWN, W_SHFL_XOR, W_BALLOT, W_ANY, W_ALL, W_SYNC, W_ACTIVEMASK };
+// W_MMA and W_LDMATRIX are exchanges (sim::warp_exchange): every lane of the
+// group receives every lane's bytes; the tensor-core emulation in
+// kernels/include/mma.cuh computes its own results from them.
+enum WarpKind { W_SHFL, W_SHFL_UP, W_SHFL_DOWN, W_SHFL_XOR, W_BALLOT, W_ANY, W_ALL, W_SYNC, W_ACTIVEMASK,
+                W_MMA, W_LDMATRIX };
 
 // One kernel parameter, for the argument check on the Python side.
 struct ParamInfo {
@@ -49,6 +53,17 @@ dim3 grid_dim();
 int lane_id();
 int barrier(long site, int kind, int value);
 unsigned long long warp_op(long site, int kind, unsigned mask, unsigned long long value, int lane_arg, int width);
+// A warp-collective exchange: every lane in `mask` waits here (same site, same
+// mask, same `bytes`); then `all` (32 * bytes) holds lane i's `mine` at i * bytes
+// (0xFF bytes for a lane that does not take part).
+void warp_exchange(long site, int kind, unsigned mask, const void* mine, int bytes, void* all);
+// cp.async: `bytes` (4, 8 or 16) to shared memory at dst, the first src_bytes from
+// src and zeros after.  The source is read at issue; the destination is written
+// when a cp_async_wait of the issuing thread covers its group (or the thread
+// exits); until then any access to it is reported.
+void cp_async(void* dst, const void* src, int bytes, int src_bytes);
+void cp_async_commit();
+void cp_async_wait(int pending);  // all but the `pending` most recent committed groups
 void* dynamic_shared();
 [[noreturn]] void trap(const char* what, const char* file, int line);
 

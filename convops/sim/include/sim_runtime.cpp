@@ -136,6 +136,17 @@ struct Thread {
   Block* block = nullptr;
   uintptr_t stack_lo = 0, stack_hi = 0, guard_lo = 0;
   uint32_t vc[32];  // warp vector clock (own lane: own clock)
+  const void* xsrc = nullptr;  // warp_exchange: this lane's bytes, where all lanes' go, how many
+  void* xdst = nullptr;
+  int xbytes = 0;
+  struct Copy {  // a cp.async issued and not yet complete
+    uintptr_t dst, pc;
+    int bytes;
+    unsigned group;
+    unsigned char data[16];
+  };
+  std::vector<Copy> copies;
+  unsigned groups = 0;  // cp.async groups committed
 };
 
 struct Span {  // a range the kernel may touch, with its race shadow
@@ -171,6 +182,9 @@ struct Slot {  // what one OS thread running blocks owns
   Cell* tls_shadow = nullptr;
   Cell* dyn_shadow = nullptr;
   bool started = false;
+  // cp.async destinations not yet written, per byte of static and dynamic shared memory
+  std::vector<uint8_t> pend_tls, pend_dyn;
+  long pending = 0;
 };
 
 struct Block {
@@ -302,9 +316,12 @@ static void note_running(Slot& s, uint32_t block, unsigned thread) {
   g_control[3 + 3 * s.index] = thread;
 }
 
+static void complete_copies(Thread* t, unsigned below);
+
 extern "C" void convops_sim_fiber_entry() {
   Thread* t = current();
   t->block->launch->kernel->invoke(t->block->launch->args);
+  complete_copies(t, ~0u);  // a thread's copies land by its exit at the latest
   t->state = DONE;
   g_control[1 + 3 * t->block->slot->index] += 1;  // a thread finished: progress
   void* dummy;
@@ -320,12 +337,15 @@ static void start_fiber(Thread& t) {
   for (int i = 0; i < 6; ++i) *--sp = nullptr;
   t.sp = sp;
   t.state = READY;
+  t.copies.clear();
+  t.groups = 0;
 }
 
 static const char* warp_name(int kind) {
   static const char* names[] = {"__shfl_sync", "__shfl_up_sync", "__shfl_down_sync", "__shfl_xor_sync",
-                                "__ballot_sync", "__any_sync", "__all_sync", "__syncwarp", "__activemask"};
-  return kind >= 0 && kind <= W_ACTIVEMASK ? names[kind] : "?";
+                                "__ballot_sync", "__any_sync", "__all_sync", "__syncwarp", "__activemask",
+                                "mma.sync", "ldmatrix"};
+  return kind >= 0 && kind <= W_LDMATRIX ? names[kind] : "?";
 }
 
 [[noreturn]] static void fail_block(const Thread* t, const char* fmt, ...) {
@@ -377,7 +397,8 @@ static bool release_warps(Block& b, unsigned n) {
           if (!(lanes >> j & 1u)) continue;
           Thread& u = b.threads[w0 + j];
           if (u.state != AT_WARP) { complete = false; break; }
-          bool same = u.mask == t.mask && u.kind == t.kind && (t.kind == W_SYNC || u.site == t.site);
+          bool same = u.mask == t.mask && u.kind == t.kind && (t.kind == W_SYNC || u.site == t.site) &&
+                      u.xbytes == t.xbytes;
           if (!same)
             fail_block(&t, "warp divergence: in block (%u,%u,%u) warp %u, lane %u waits at %s (line %ld, mask "
                        "0x%08x) and lane %u at %s (line %ld, mask 0x%08x); every lane a mask names must reach the "
@@ -411,6 +432,15 @@ static bool release_warps(Block& b, unsigned n) {
           case W_ANY: u.result = ballot != 0; break;
           case W_ALL: u.result = ballot == group; break;
           case W_ACTIVEMASK: u.result = group; break;
+          case W_MMA: case W_LDMATRIX: {
+            char* all = static_cast<char*>(u.xdst);
+            for (unsigned i = 0; i < 32; ++i) {
+              if (group >> i & 1u) std::memcpy(all + i * u.xbytes, b.threads[w0 + i].xsrc, u.xbytes);
+              else std::memset(all + i * u.xbytes, 0xFF, u.xbytes);
+            }
+            u.result = 0;
+            break;
+          }
           default: u.result = 0;
         }
         for (int l = 0; l < 32; ++l) u.vc[l] = vc[l];
@@ -642,6 +672,26 @@ static bool in_pairs(const std::vector<std::pair<uint64_t, uint64_t>>& v, uintpt
          (unsigned long)addr, where(t).c_str());
 }
 
+// An access to shared memory that an incomplete cp.async will write: the
+// issuing thread has not yet waited for the copy's group (cp.async.wait_group),
+// so on a GPU the bytes may or may not have landed.
+static void check_pending(const Thread* t, const uint8_t* map, uintptr_t addr, unsigned size, bool write, uintptr_t pc,
+                          const char* what, uintptr_t offset) {
+  bool hit = false;
+  for (unsigned i = 0; i < size && !hit; ++i) hit = map[i] != 0;
+  if (!hit) return;
+  const Block& b = *t->block;
+  for (unsigned i = 0; i < b.launch->nthreads; ++i)
+    for (const Thread::Copy& c : b.threads[i].copies)
+      if (addr < c.dst + c.bytes && c.dst < addr + size)
+        report("race", t, {pc, c.pc}, "%s of %u bytes of %s at byte offset %lu by %s at {pc0} before the cp.async "
+               "there completes: thread (%u,%u,%u) issued it at {pc1} (group %u) and has not waited for it "
+               "(cp.async.wait_group) yet", write ? "write" : "read", size, what, (unsigned long)offset,
+               where(t).c_str(), b.threads[i].tid.x, b.threads[i].tid.y, b.threads[i].tid.z, c.group);
+  report("race", t, {pc}, "%s of %u bytes of %s at byte offset %lu by %s at {pc0} before a cp.async there completes",
+         write ? "write" : "read", size, what, (unsigned long)offset, where(t).c_str());
+}
+
 static void access(uintptr_t addr, unsigned size, bool write, bool atomic, uintptr_t pc, bool aligned) {
   Thread* t = current();
   if (!t) return;
@@ -660,11 +710,13 @@ static void access(uintptr_t addr, unsigned size, bool write, bool atomic, uintp
   Slot& s = *t->block->slot;
   if (addr >= s.tls_lo && addr + size <= s.tls_hi) {
     if (!in_pairs(L.shared, s.tls_lo, addr, size)) bad_address(t, addr, size, write, pc);
+    if (s.pending) check_pending(t, &s.pend_tls[addr - s.tls_lo], addr, size, write, pc, "static shared memory", addr - s.tls_lo);
     if (L.race) shadow_span(s.tls_shadow, s.tls_lo, 4, addr, size, true, t, write, atomic, pc, {"shared", 0, 0, 0});
     return;
   }
   uintptr_t dyn = reinterpret_cast<uintptr_t>(s.dyn);
   if (addr >= dyn && addr + size <= dyn + L.dyn_bytes) {
+    if (s.pending) check_pending(t, &s.pend_dyn[addr - dyn], addr, size, write, pc, "dynamic shared memory", addr - dyn);
     if (L.race) shadow_span(s.dyn_shadow, dyn, 4, addr, size, true, t, write, atomic, pc, {"dynamic", 0, 0, 0});
     return;
   }
@@ -752,6 +804,9 @@ static void run_blocks(Launch& L, Slot& s) {
   alt_stack_for_thread();
   tls_range(s);
   reserve_dynamic(s, L.dyn_bytes);
+  s.pend_tls.assign(s.tls_hi - s.tls_lo, 0);
+  s.pend_dyn.assign(L.dyn_bytes, 0);
+  s.pending = 0;
   Thread* threads = new Thread[L.nthreads];
   Block b;
   b.launch = &L;
@@ -1156,8 +1211,94 @@ unsigned long long warp_op(long site, int kind, unsigned mask, unsigned long lon
   t->value = value;
   t->lane_arg = lane_arg;
   t->width = width;
+  t->xbytes = 0;
   yield_to_scheduler(t);
   return t->result;
+}
+
+void warp_exchange(long site, int kind, unsigned mask, const void* mine, int bytes, void* all) {
+  Thread* t = current();
+  unsigned lane = t->linear % 32;
+  if (!(mask >> lane & 1u))
+    report("barrier", t, {reinterpret_cast<uintptr_t>(__builtin_return_address(0))},
+           "%s at {pc0}: lane %u of %s calls it with mask 0x%08x, which does not name the lane itself",
+           warp_name(kind), lane, where(t).c_str(), mask);
+  t->state = AT_WARP;
+  t->site = site;
+  t->kind = kind;
+  t->mask = mask;
+  t->value = 0;
+  t->xsrc = mine;
+  t->xdst = all;
+  t->xbytes = bytes;
+  yield_to_scheduler(t);
+}
+
+static uint8_t* pending_map(Slot& s, const Launch& L, uintptr_t addr, unsigned size) {
+  if (addr >= s.tls_lo && addr + size <= s.tls_hi && in_pairs(L.shared, s.tls_lo, addr, size))
+    return &s.pend_tls[addr - s.tls_lo];
+  uintptr_t dyn = reinterpret_cast<uintptr_t>(s.dyn);
+  if (dyn && addr >= dyn && addr + size <= dyn + L.dyn_bytes) return &s.pend_dyn[addr - dyn];
+  return nullptr;
+}
+
+void cp_async(void* dst, const void* src, int bytes, int src_bytes) {
+  Thread* t = current();
+  uintptr_t pc = reinterpret_cast<uintptr_t>(__builtin_return_address(0));
+  uintptr_t d = reinterpret_cast<uintptr_t>(dst), a = reinterpret_cast<uintptr_t>(src);
+  if (bytes != 4 && bytes != 8 && bytes != 16)
+    report("oob", t, {pc}, "cp.async of %d bytes by %s at {pc0}: the copy size is 4, 8 or 16", bytes, where(t).c_str());
+  if (src_bytes < 0 || src_bytes > bytes)
+    report("oob", t, {pc}, "cp.async by %s at {pc0}: source size %d outside [0, %d]", where(t).c_str(), src_bytes,
+           bytes);
+  if (d % bytes || a % bytes)
+    report("oob", t, {pc}, "misaligned cp.async of %d bytes (destination %#lx, source %#lx; both must be aligned "
+           "to the copy size) by %s at {pc0}", bytes, (unsigned long)d, (unsigned long)a, where(t).c_str());
+  Slot& s = *t->block->slot;
+  uint8_t* map = pending_map(s, *t->block->launch, d, bytes);
+  if (!map)
+    report("oob", t, {pc}, "cp.async destination %#lx (%d bytes) is not inside a __shared__ variable or the "
+           "launch's dynamic shared memory, by %s at {pc0}", (unsigned long)d, bytes, where(t).c_str());
+  Thread::Copy c;
+  c.dst = d;
+  c.pc = pc;
+  c.bytes = bytes;
+  c.group = t->groups;
+  std::memset(c.data, 0, sizeof c.data);
+  if (src_bytes > 0) {  // the source is read now (checked as this thread's read)
+    access(a, (unsigned)src_bytes, false, false, pc, false);
+    std::memcpy(c.data, src, (size_t)src_bytes);
+  }
+  // a copy into bytes another copy has yet to write: its order is undefined
+  check_pending(t, map, d, (unsigned)bytes, true, pc, "shared memory (a cp.async destination)", 0);
+  for (int i = 0; i < bytes; ++i) map[i] += 1;
+  s.pending += 1;
+  t->copies.push_back(c);
+}
+
+void cp_async_commit() { current()->groups += 1; }
+
+// Complete this thread's copies of groups older than `below` (the destination
+// is written now, as this thread's write, for the race detector).
+static void complete_copies(Thread* t, unsigned below) {
+  if (t->copies.empty()) return;
+  Slot& s = *t->block->slot;
+  std::vector<Thread::Copy> keep;
+  for (const Thread::Copy& c : t->copies) {
+    if (below != ~0u && c.group >= below) { keep.push_back(c); continue; }
+    uint8_t* map = pending_map(s, *t->block->launch, c.dst, c.bytes);
+    for (int i = 0; i < c.bytes; ++i) map[i] -= 1;
+    s.pending -= 1;
+    access(c.dst, (unsigned)c.bytes, true, false, c.pc, true);
+    std::memcpy(reinterpret_cast<void*>(c.dst), c.data, (size_t)c.bytes);
+  }
+  t->copies.swap(keep);
+}
+
+void cp_async_wait(int pending) {
+  Thread* t = current();
+  unsigned n = pending < 0 ? 0u : (unsigned)pending;
+  complete_copies(t, t->groups > n ? t->groups - n : 0u);
 }
 
 [[noreturn]] void trap(const char* what, const char* file, int line) {
