@@ -40,7 +40,7 @@ PAD_MODE = {"zeros": 0, "reflect": 1, "replicate": 2, "circular": 3, "symmetric"
 
 def packed(channels: int, dtype: str) -> int:
     """Channels rounded up to whole 16-byte chunks."""
-    v = VEC[dtype]
+    v = 16 // np.dtype(dtype).itemsize  # (VEC[dtype]; any dtype, so reasons() can be asked of float64)
     return -(-channels // v) * v
 
 
