@@ -4,7 +4,8 @@ PyTorch, ``cudnn.benchmark = True``, TF32 off) on the CPU layer set at batch
 reported apart).  Ratio = cuDNN time / convops time.  Needs a GPU, CuPy and
 a CUDA build of torch; ci/gpu.sh runs it.
 
-Not yet run on a GPU (see bench/README.md).
+Not yet run on a GPU (see bench/README.md).  Rows that run implicit_gemm_tc
+also give the time of its packing kernels alone (``pack_ms``).
 """
 
 from __future__ import annotations
@@ -38,11 +39,24 @@ def _time(cp, fn, reps):
     return float(np.median(times))
 
 
+def _pack_time(cp, plan, xc, wc, reps):
+    """What implicit_gemm_tc's packing (channels-last copies of x and w into
+    the workspace) costs of its time: the two pack kernels alone."""
+    from convops.cuda import common, implicit_gemm_tc as tc
+    rt = common.runtime("cuda")
+    q = common.kernel_problem(plan.problem)
+    x5, w5 = xc.reshape(q.x_shape), wc.reshape(q.w_shape)
+    return _time(cp, lambda: (tc._pack_activation(rt, x5, q.dtype, q.pad_lo, q.padded_size, q.padding_mode),
+                              tc._pack_weight(rt, w5, q.dtype, flip=False)), reps)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--dtype", default="float32", choices=["float32", "float16"])
+    ap.add_argument("--algorithm", default="auto",
+                    help="a convops CUDA algorithm (auto: the dispatcher's choice, implicit_gemm_tc on sm_80+)")
     ap.add_argument("--csv", default=None)
     args = ap.parse_args(argv)
     import cupy as cp
@@ -59,19 +73,24 @@ def main(argv=None) -> int:
         w = torch.randn(ws, device="cuda", dtype=x.dtype)
         f = {3: torch.nn.functional.conv1d, 4: torch.nn.functional.conv2d, 5: torch.nn.functional.conv3d}[x.dim()]
         xc, wc = cp.asarray(x), cp.asarray(w)
+        kw = dict(kw, algorithm=args.algorithm)
         t0 = time.perf_counter()
         co.conv(xc, wc, **kw)
         cp.cuda.Device().synchronize()
         first = time.perf_counter() - t0
         plan = co.explain(xc, wc, **kw)
         ours = _time(cp, lambda: co.conv(xc, wc, **kw), args.reps)
-        theirs = _time(cp, lambda: f(x, w, **kw), args.reps)
+        torch_kw = {k: v for k, v in kw.items() if k != "algorithm"}
+        theirs = _time(cp, lambda: f(x, w, **torch_kw), args.reps)
+        pack = _pack_time(cp, plan, xc, wc, args.reps) if plan.chosen.algorithm == "implicit_gemm_tc" else 0.0
         flops = plan.problem.flops
         rows.append(dict(layer=name, algorithm=plan.chosen.name, convops_ms=ours * 1e3, cudnn_ms=theirs * 1e3,
-                         ratio=theirs / ours, convops_tflops=flops / ours / 1e12, first_call_s=first))
+                         ratio=theirs / ours, convops_tflops=flops / ours / 1e12, pack_ms=pack * 1e3,
+                         first_call_s=first))
         r = rows[-1]
-        print(f"{name:<36} {r['algorithm']:<22} {r['convops_ms']:8.3f} ms  cuDNN {r['cudnn_ms']:8.3f} ms  "
-              f"ratio {r['ratio']:5.2f}  {r['convops_tflops']:6.2f} TFLOP/s  first call {first:.2f} s")
+        print(f"{name:<36} {r['algorithm']:<27} {r['convops_ms']:8.3f} ms  cuDNN {r['cudnn_ms']:8.3f} ms  "
+              f"ratio {r['ratio']:5.2f}  {r['convops_tflops']:6.2f} TFLOP/s  packing {r['pack_ms']:7.3f} ms  "
+              f"first call {first:.2f} s")
     if args.csv:
         with open(args.csv, "w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=list(rows[0]))

@@ -166,7 +166,7 @@ def _run_validated(problem, impl, a, b, bias):
              f"shape {problem.result_shape} and dtype {problem.dtype}")
     ref = reference.run(problem, *snapshot)
     err = tolerance.relative_error(_to_host(out), ref)
-    tol = tolerance.TOLERANCE[problem.dtype]
+    tol = impl.tolerance(problem)
     if not err <= tol:
         fail(f"{impl.name} result for {problem} differs from the reference: max error {err:.3g} (relative to "
              f"the reference's scale) > tolerance {tol:g}", max_error=err, tolerance=tol)

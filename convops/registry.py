@@ -40,6 +40,11 @@ def _no_subproblems(problem: ConvProblem) -> list:
     return []
 
 
+def _dtype_tolerance(problem: ConvProblem) -> float:
+    from .tolerance import TOLERANCE
+    return TOLERANCE[problem.dtype]
+
+
 @dataclass(frozen=True)
 class Implementation:
     """One (op, backend, algorithm).  ``run(problem, a, b, bias)`` computes the
@@ -60,6 +65,10 @@ class Implementation:
     workspace_bytes: Callable[[ConvProblem], int] = _no_workspace
     subproblems: Callable[[ConvProblem], list] = _no_subproblems
     description: str = ""
+    # The error validation allows its result (relative to the reference's scale,
+    # convops.tolerance): the dtype's, unless the implementation trades accuracy
+    # for speed by a documented setting (TF32 on tensor cores).
+    tolerance: Callable[[ConvProblem], float] = _dtype_tolerance
 
     def __repr__(self) -> str:
         return f"<Implementation {self.op} {self.name}>"

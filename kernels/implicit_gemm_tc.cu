@@ -122,6 +122,13 @@ struct TcShared {
   uint4 b[TC_STAGES][TC_BN * 4];
 };
 
+// Of a warp's 4 tiles of `size` rows (or columns), how many hold any of the
+// `remaining` valid ones past the warp's first: the rest are skipped (whole
+// mma tiles only, uniform across the warp, so no lane diverges).
+__device__ __forceinline__ int active_tiles(int remaining, int size) {
+  return remaining <= 0 ? 0 : min(4, (remaining + size - 1) / size);
+}
+
 // ---- the warp's math on one stage -------------------------------------------------------------
 // Accumulators: acc[mt][nt][i] of the warp's 4 x 4 tiles of 16 x 8 (d layout in mma.cuh).
 template <class T> struct TcMath;
@@ -131,11 +138,12 @@ template <> struct TcMath<half_t> {
   // ldmatrix.x4: matrices (rows 0-7, k 0-7), (rows 8-15, k 0-7), (rows 0-7, k 8-15), (rows 8-15, k 8-15)
   // = a[0..3]; lane l gives the address of row (l % 8) + 8 * ((l / 8) % 2), chunk 2*ks + l / 16.
   static __device__ __forceinline__ void kc_step(const uint4* As, const uint4* Bs, int wm, int wn, int ks,
-                                                  float (&acc)[4][4][4], int passes) {
+                                                  float (&acc)[4][4][4], int passes, int mt_n, int nt_n) {
     const int lane = threadIdx.x % 32;
     unsigned a[4][4], b[4][2];
 #pragma unroll
     for (int mt = 0; mt < 4; ++mt) {
+      if (mt >= mt_n) break;
       const int row = wm * 64 + mt * 16 + lane % 8 + 8 * ((lane / 8) % 2);
       ldmatrix<4, false>(a[mt], As + kc_chunk(row, 2 * ks + lane / 16));
     }
@@ -143,6 +151,7 @@ template <> struct TcMath<half_t> {
     // = b[nt][0], b[nt][1], b[nt+1][0], b[nt+1][1]
 #pragma unroll
     for (int np = 0; np < 2; ++np) {
+      if (2 * np >= nt_n) break;
       unsigned r[4];
       const int row = wn * 32 + np * 16 + lane % 8 + 8 * (lane / 16);
       ldmatrix<4, false>(r, Bs + kc_chunk(row, 2 * ks + (lane / 8) % 2));
@@ -151,22 +160,25 @@ template <> struct TcMath<half_t> {
 #pragma unroll
     for (int mt = 0; mt < 4; ++mt)
 #pragma unroll
-      for (int nt = 0; nt < 4; ++nt) mma_f16_16816(acc[mt][nt], a[mt], b[nt]);
+      for (int nt = 0; nt < 4; ++nt)
+        if (mt < mt_n && nt < nt_n) mma_f16_16816(acc[mt][nt], a[mt], b[nt]);
   }
   // Row-contiguous tiles (wgrad: As[k][m], Bs[k][n], 16 chunks per row), ldmatrix .trans:
   // A: matrices (k 0-7, m 0-7), (k 0-7, m 8-15), (k 8-15, m 0-7), (k 8-15, m 8-15) = a[0..3];
   // B: (k 0-7, n 0-7), (k 8-15, n 0-7), (k 0-7, n 8-15), (k 8-15, n 8-15).
   static __device__ __forceinline__ void mn_step(const uint4* As, const uint4* Bs, int wm, int wn, int ks,
-                                                  float (&acc)[4][4][4], int passes) {
+                                                  float (&acc)[4][4][4], int passes, int mt_n, int nt_n) {
     const int lane = threadIdx.x % 32, j = lane % 8, mat = lane / 8;
     unsigned a[4][4], b[4][2];
 #pragma unroll
     for (int mt = 0; mt < 4; ++mt) {
+      if (mt >= mt_n) break;
       const int k = ks * 16 + j + 8 * (mat / 2), m = wm * 64 + mt * 16 + 8 * (mat % 2);
       ldmatrix<4, true>(a[mt], As + mn_chunk<16>(k, m / 8));
     }
 #pragma unroll
     for (int np = 0; np < 2; ++np) {
+      if (2 * np >= nt_n) break;
       unsigned r[4];
       const int k = ks * 16 + j + 8 * (mat % 2), n = wn * 32 + np * 16 + 8 * (mat / 2);
       ldmatrix<4, true>(r, Bs + mn_chunk<16>(k, n / 8));
@@ -175,14 +187,15 @@ template <> struct TcMath<half_t> {
 #pragma unroll
     for (int mt = 0; mt < 4; ++mt)
 #pragma unroll
-      for (int nt = 0; nt < 4; ++nt) mma_f16_16816(acc[mt][nt], a[mt], b[nt]);
+      for (int nt = 0; nt < 4; ++nt)
+        if (mt < mt_n && nt < nt_n) mma_f16_16816(acc[mt][nt], a[mt], b[nt]);
   }
 };
 
 template <> struct TcMath<float> {
   // Split the raw float32 fragments and run 3xTF32 (or one TF32 product).
   static __device__ __forceinline__ void multiply(const unsigned (&ra)[4][4], const unsigned (&rb)[4][2],
-                                                   float (&acc)[4][4][4], int passes) {
+                                                   float (&acc)[4][4][4], int passes, int mt_n, int nt_n) {
     if (passes == 1) {
       unsigned a[4][4], b[4][2];
 #pragma unroll
@@ -196,7 +209,8 @@ template <> struct TcMath<float> {
 #pragma unroll
       for (int mt = 0; mt < 4; ++mt)
 #pragma unroll
-        for (int nt = 0; nt < 4; ++nt) mma_tf32_1688(acc[mt][nt], a[mt], b[nt]);
+        for (int nt = 0; nt < 4; ++nt)
+          if (mt < mt_n && nt < nt_n) mma_tf32_1688(acc[mt][nt], a[mt], b[nt]);
       return;
     }
     unsigned ab[4][4], as[4][4], af[4][4], bb[4][2], bs[4][2], bf[4][2];
@@ -213,6 +227,7 @@ template <> struct TcMath<float> {
     for (int mt = 0; mt < 4; ++mt)
 #pragma unroll
       for (int nt = 0; nt < 4; ++nt) {
+        if (mt >= mt_n || nt >= nt_n) continue;
         mma_tf32_1688(acc[mt][nt], as[mt], bf[nt]);
         mma_tf32_1688(acc[mt][nt], af[mt], bs[nt]);
         mma_tf32_1688(acc[mt][nt], ab[mt], bb[nt]);
@@ -223,28 +238,30 @@ template <> struct TcMath<float> {
   // a = (rows 0-7, k 0-3), (rows 8-15, k 0-3), (rows 0-7, k 4-7), (rows 8-15, k 4-7) and
   // b = (n 0-7, k 0-3), (n 0-7, k 4-7) per 8 columns.
   static __device__ __forceinline__ void kc_step(const uint4* As, const uint4* Bs, int wm, int wn, int ks,
-                                                  float (&acc)[4][4][4], int passes) {
+                                                  float (&acc)[4][4][4], int passes, int mt_n, int nt_n) {
     const int lane = threadIdx.x % 32;
     unsigned a[4][4], b[4][2];
 #pragma unroll
     for (int mt = 0; mt < 4; ++mt) {
+      if (mt >= mt_n) break;
       const int row = wm * 64 + mt * 16 + lane % 8 + 8 * ((lane / 8) % 2);
       ldmatrix<4, false>(a[mt], As + kc_chunk(row, 2 * ks + lane / 16));
     }
 #pragma unroll
     for (int np = 0; np < 2; ++np) {
+      if (2 * np >= nt_n) break;
       unsigned r[4];
       const int row = wn * 32 + np * 16 + lane % 8 + 8 * (lane / 16);
       ldmatrix<4, false>(r, Bs + kc_chunk(row, 2 * ks + (lane / 8) % 2));
       b[2 * np][0] = r[0]; b[2 * np][1] = r[1]; b[2 * np + 1][0] = r[2]; b[2 * np + 1][1] = r[3];
     }
-    multiply(a, b, acc, passes);
+    multiply(a, b, acc, passes, mt_n, nt_n);
   }
   // Row-contiguous tiles (As[k][m], Bs[k][n], 32 chunks per row): 32-bit elements cannot use
   // ldmatrix's .trans (it transposes 16-bit elements), so each lane reads its fragment:
   // a[i] = A[g + 8*(i%2)][t + 4*(i/2)] = As[t + 4*(i/2)][m], b[i] = Bs[t + 4*i][g].
   static __device__ __forceinline__ void mn_step(const uint4* As, const uint4* Bs, int wm, int wn, int ks,
-                                                  float (&acc)[4][4][4], int passes) {
+                                                  float (&acc)[4][4][4], int passes, int mt_n, int nt_n) {
     const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
     const float* Af = reinterpret_cast<const float*>(As);
     const float* Bf = reinterpret_cast<const float*>(Bs);
@@ -253,6 +270,7 @@ template <> struct TcMath<float> {
     for (int mt = 0; mt < 4; ++mt)
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
+        if (mt >= mt_n) { a[mt][i] = 0u; continue; }
         const int k = ks * 8 + t + 4 * (i / 2), m = wm * 64 + mt * 16 + g + 8 * (i % 2);
         a[mt][i] = __float_as_uint(Af[mn_chunk<32>(k, m / 4) * 4 + m % 4]);
       }
@@ -260,10 +278,11 @@ template <> struct TcMath<float> {
     for (int nt = 0; nt < 4; ++nt)
 #pragma unroll
       for (int i = 0; i < 2; ++i) {
+        if (nt >= nt_n) { b[nt][i] = 0u; continue; }
         const int k = ks * 8 + t + 4 * i, n = wn * 32 + nt * 8 + g;
         b[nt][i] = __float_as_uint(Bf[mn_chunk<32>(k, n / 4) * 4 + n % 4]);
       }
-    multiply(a, b, acc, passes);
+    multiply(a, b, acc, passes, mt_n, nt_n);
   }
 };
 
@@ -320,6 +339,8 @@ __global__ void __launch_bounds__(256, 1) igemm_tc_fwd(const T* __restrict__ act
       cp_async_16(&smem.b[stage][kc_chunk(row, c)], srcb, okb ? 16 : 0);
     }
   };
+  // the warp's tiles that hold any output (uniform per warp): the others are skipped
+  const int mt_n = active_tiles(M - (m0 + wm * 64), 16), nt_n = active_tiles(g.Kout - (n0 + wn * 32), 8);
   float acc[4][4][4];
 #pragma unroll
   for (int mt = 0; mt < 4; ++mt)
@@ -342,7 +363,8 @@ __global__ void __launch_bounds__(256, 1) igemm_tc_fwd(const T* __restrict__ act
     cp_async_commit();  // (an empty group past the end keeps the wait count uniform)
     const int stage = kt % TC_STAGES;
 #pragma unroll
-    for (int ks = 0; ks < 2; ++ks) TcMath<T>::kc_step(smem.a[stage], smem.b[stage], wm, wn, ks, acc, g.passes);
+    for (int ks = 0; ks < 2; ++ks)
+      TcMath<T>::kc_step(smem.a[stage], smem.b[stage], wm, wn, ks, acc, g.passes, mt_n, nt_n);
     cp_async_wait<TC_STAGES - 2>();  // stage kt + 1 has landed (this thread's part) ...
     __syncthreads();                 // ... everyone's, and every warp is done with stage kt
   }
@@ -416,6 +438,7 @@ __global__ void __launch_bounds__(256, 1) igemm_tc_wgrad(const T* __restrict__ d
       cp_async_16(&smem.b[stage][mn_chunk<CPR>(row, c)], srcb, okb ? 16 : 0);
     }
   };
+  const int mt_n = active_tiles(g.Kout - (m0 + wm * 64), 16), nt_n = active_tiles(cols - (n0 + wn * 32), 8);
   float acc[4][4][4];
 #pragma unroll
   for (int mt = 0; mt < 4; ++mt)
@@ -436,7 +459,8 @@ __global__ void __launch_bounds__(256, 1) igemm_tc_wgrad(const T* __restrict__ d
     cp_async_commit();
     const int stage = kt % TC_STAGES;
 #pragma unroll
-    for (int ks = 0; ks < 2; ++ks) TcMath<T>::mn_step(smem.a[stage], smem.b[stage], wm, wn, ks, acc, g.passes);
+    for (int ks = 0; ks < 2; ++ks)
+      TcMath<T>::mn_step(smem.a[stage], smem.b[stage], wm, wn, ks, acc, g.passes, mt_n, nt_n);
     cp_async_wait<TC_STAGES - 2>();
     __syncthreads();
   }

@@ -23,6 +23,57 @@ def _cupy():
 ALGORITHMS = ("direct", "im2col", "implicit_gemm")
 
 
+def _has_tensor_cores(cp):
+    return int(cp.cuda.Device().compute_capability) >= 80
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+@pytest.mark.parametrize("allow_tf32", [False, True])
+def test_tensor_cores_every_pass(dtype, allow_tf32, monkeypatch):
+    """implicit_gemm_tc on the device: 3xTF32 meets float32's tolerance; TF32
+    (opted in) float16's; multi-tile M and N, more stages than the pipeline holds."""
+    cp = _cupy()
+    if not _has_tensor_cores(cp):
+        pytest.skip("needs sm_80 or newer")
+    if allow_tf32 and dtype == "float16":
+        pytest.skip("TF32 concerns float32")
+    from convops import config
+    from convops.tolerance import TOLERANCE, relative_error
+    monkeypatch.setattr(config, "allow_tf32", allow_tf32)
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((3, 40, 15, 13)).astype(dtype)
+    w = rng.standard_normal((136, 40, 3, 3)).astype(dtype)
+    b = rng.standard_normal(136).astype(dtype)
+    tol = TOLERANCE["float16" if allow_tf32 else dtype]
+    for kw in (dict(padding=1), dict(stride=2, padding=(0, 2), dilation=(2, 1)), dict(padding=2, padding_mode="reflect")):
+        y = co.conv(cp.asarray(x), cp.asarray(w), cp.asarray(b), backend="cuda", algorithm="implicit_gemm_tc", **kw)
+        assert relative_error(cp.asnumpy(y), co.conv(x, w, b, backend="numpy", **kw)) <= tol
+        gy = rng.standard_normal(y.shape).astype(dtype)
+        gx = co.conv_grad_input(cp.asarray(gy), cp.asarray(w), x.shape, backend="cuda", algorithm="implicit_gemm_tc",
+                                **kw)
+        assert relative_error(cp.asnumpy(gx), co.conv_grad_input(gy, w, x.shape, backend="numpy", **kw)) <= tol
+        gw = co.conv_grad_weight(cp.asarray(x), cp.asarray(gy), w.shape, backend="cuda", algorithm="implicit_gemm_tc",
+                                 **kw)
+        assert relative_error(cp.asnumpy(gw), co.conv_grad_weight(x, gy, w.shape, backend="numpy", **kw)) <= tol
+        again = co.conv_grad_weight(cp.asarray(x), cp.asarray(gy), w.shape, backend="cuda",
+                                    algorithm="implicit_gemm_tc", **kw)
+        np.testing.assert_array_equal(cp.asnumpy(gw), cp.asnumpy(again))
+
+
+def test_tensor_cores_agree_with_the_simulator():
+    """The same kernels on the device and on cuda-sim: float16 results equal to
+    within float16 rounding of float32 sums taken in different orders."""
+    cp = _cupy()
+    if not _has_tensor_cores(cp):
+        pytest.skip("needs sm_80 or newer")
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 24, 9, 11)).astype("float16")
+    w = rng.standard_normal((40, 24, 3, 3)).astype("float16")
+    dev = cp.asnumpy(co.conv(cp.asarray(x), cp.asarray(w), padding=1, backend="cuda", algorithm="implicit_gemm_tc"))
+    sim = co.conv(x, w, padding=1, backend="cuda-sim", algorithm="implicit_gemm_tc")
+    np.testing.assert_allclose(dev.astype(float), sim.astype(float), atol=2e-3 * np.abs(sim).max())
+
+
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 @pytest.mark.parametrize("dtype", ["float32", "float64", "float16"])
 def test_cupy_arrays_every_pass(algorithm, dtype):
@@ -96,7 +147,7 @@ def test_activation_past_2_31_elements(algorithm):
     w = cp.asarray(np.arange(1, 7, dtype=np.float16).reshape(2, 3, 1, 1))
     kw = dict(stride=(1023, 358399))
     plan = co.explain(x, w, backend="cuda", algorithm="auto", **kw)
-    assert plan.chosen.algorithm != "implicit_gemm"
+    assert plan.chosen.algorithm not in ("implicit_gemm", "implicit_gemm_tc")
     y = co.conv(x, w, backend="cuda", algorithm=algorithm, **kw)
     xs = cp.asnumpy(x[0][:, ::1023, ::358399]).astype(np.float64)
     ref = np.einsum("kc,chw->khw", cp.asnumpy(w)[:, :, 0, 0].astype(np.float64), xs)

@@ -12,7 +12,7 @@ from convops import config
 from convops.cuda import implicit_gemm_tc
 from convops.problem import ConvProblem
 from convops.resources import kernels_dir
-from convops.sim import SimModule, SimRaceError
+from convops.sim import SimBarrierError, SimModule, SimRaceError
 
 from helpers import assert_close
 
@@ -57,6 +57,19 @@ __global__ void probe_tf32(const float* A, const float* B, float* D) {
   for (int i = 0; i < 4; ++i) D[(g + 8 * (i / 2)) * 8 + 2 * t + i % 2] = d[i];
 }
 
+// lanes 16..31 leave before the mma (MODE 0) or call it from another line (MODE 1)
+template <int MODE> __global__ void divergent_mma(float* out) {
+  unsigned a[4] = {0, 0, 0, 0}, b[2] = {0, 0};
+  float d[4] = {0.f, 0.f, 0.f, 0.f};
+  if (threadIdx.x >= 16) {
+    if (MODE == 0) return;
+    mma_f16_16816(d, a, b);
+  } else {
+    mma_f16_16816(d, a, b);
+  }
+  out[threadIdx.x] = d[0];
+}
+
 __global__ void round_tf32(const float* x, unsigned* out, int n) {
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i < n) out[i] = tf32_round(x[i]);
@@ -94,7 +107,7 @@ template <int MODE> __global__ void async_copy(const float* x, float* y, int src
 }
 '''
 NAMES = tuple(f"load_matrices<{n}, {t}>" for n in (1, 2, 4) for t in ("false", "true")) + \
-    tuple(f"async_copy<{m}>" for m in range(4))
+    tuple(f"async_copy<{m}>" for m in range(4)) + ("divergent_mma<0>", "divergent_mma<1>")
 
 
 @pytest.fixture(scope="module")
@@ -105,6 +118,12 @@ def probes():
 @pytest.fixture(scope="module")
 def planted():
     return SimModule("#define PLANT 1\n" + PROBES, options=OPTIONS, name_expressions=NAMES)
+
+
+@pytest.mark.parametrize("mode, what", [(0, "exited before it"), (1, "warp divergence")])
+def test_every_lane_must_execute_the_same_mma(probes, mode, what):
+    with pytest.raises(SimBarrierError, match=what):
+        probes.get_function(f"divergent_mma<{mode}>")((1,), (32,), (np.zeros(32, np.float32),))
 
 
 def _small_ints(rng, shape, dtype):
@@ -273,6 +292,7 @@ def test_float32_is_3xtf32_unless_tf32_is_allowed(monkeypatch):
     exact = co.conv(x, w, padding=1, backend="cuda-sim", algorithm="implicit_gemm_tc")
     assert_close(exact, ref, "float32")
     monkeypatch.setattr(config, "allow_tf32", True)
+    monkeypatch.setattr(config, "validation", True)  # validation holds TF32 to its documented tolerance
     fast = co.conv(x, w, padding=1, backend="cuda-sim", algorithm="implicit_gemm_tc")
     assert_close(fast, ref, "float16")
     err = np.abs(fast - ref).max() / np.abs(ref).max()

@@ -256,7 +256,7 @@ def extent_reasons(problem: ConvProblem) -> list[str]:
 
 def register_algorithm(name: str, passes: Passes, *, supports=None, declines=None, workspace_bytes=None,
                        subproblems=None, description: str = "", dtypes=("float16", "float32", "float64"),
-                       min_arch: int = 0):
+                       min_arch: int = 0, tolerance=None):
     """One Implementation per pass and CUDA backend.  ``supports`` etc. take
     the user's problem and, for ``subproblems``, the backend name; ``min_arch``:
     the oldest compute capability the kernels run on (supports() says so)."""
@@ -264,8 +264,8 @@ def register_algorithm(name: str, passes: Passes, *, supports=None, declines=Non
         for op in ("fwd", "dgrad", "wgrad"):
             if getattr(passes, op) is None:
                 continue
-            kw = {k: fn for k, fn in (("declines", declines), ("workspace_bytes", workspace_bytes))
-                  if fn is not None}
+            kw = {k: fn for k, fn in (("declines", declines), ("workspace_bytes", workspace_bytes),
+                                      ("tolerance", tolerance)) if fn is not None}
             kw["supports"] = (lambda own, be: lambda p: extent_reasons(p) + arch_reasons(be, min_arch)
                               + (own(p) if own else []))(supports, backend)
             if subproblems is not None:

@@ -178,6 +178,10 @@ def supports(problem) -> list:
     reasons = []
     if q.groups != 1:
         reasons.append(f"groups={q.groups}: the tensor-core kernels run ungrouped convolutions")
+    need = workspace_bytes(problem)
+    if need > config.cuda_workspace_bytes:  # (implicit_gemm needs none)
+        reasons.append(f"its packed operands need {need} bytes of workspace, more than CONVOPS_CUDA_WORKSPACE_BYTES "
+                       f"({config.cuda_workspace_bytes})")
     if pixels >= INT32_LIMIT:
         reasons.append(f"a packed activation of {pixels} pixels: this kernel indexes pixels in 32 bits (< 2^31)")
     rows = q.n * int(np.prod(q.in_size if q.op == "dgrad" else q.out_size))
@@ -190,8 +194,15 @@ def supports(problem) -> list:
     return reasons
 
 
+def tolerance(problem) -> float:
+    """float32 with config.allow_tf32: one TF32 product per step (10 mantissa
+    bits per operand) is held to float16's tolerance, as documented there."""
+    from ..tolerance import TOLERANCE
+    return TOLERANCE["float16" if problem.dtype == "float32" and config.allow_tf32 else problem.dtype]
+
+
 register_algorithm("implicit_gemm_tc", Passes(fwd, dgrad, wgrad), supports=supports, workspace_bytes=workspace_bytes,
-                   dtypes=DTYPES, min_arch=80,
+                   tolerance=tolerance, dtypes=DTYPES, min_arch=80,
                    description="CUDA implicit GEMM on tensor cores (sm_80+): mma.sync m16n8k16 float16 / 3xTF32 "
                                "float32, ldmatrix, 3-stage cp.async, XOR-swizzled shared tiles; operands packed "
                                "channels-last into the workspace")

@@ -115,6 +115,20 @@ template <int N> __device__ __forceinline__ void cp_async_wait() {
 }
 
 // ---- ldmatrix -----------------------------------------------------------------------------------
+#ifdef CONVOPS_SIM
+// Lane l's registers from the 8*num exchanged rows (8 b16 each): of matrix j,
+// row l/4, columns 2*(l%4) and 2*(l%4)+1 (trans: rows 2*(l%4), 2*(l%4)+1 of column l/4).
+static __attribute__((noinline, no_sanitize_thread)) void sim_ldmatrix_fragments(unsigned* r, int num, bool trans,
+                                                                                 const unsigned short* rows) {
+  const int lane = ::sim::lane_id(), g = lane / 4, t = lane % 4;
+  for (int j = 0; j < num; ++j) {
+    const unsigned short* m = rows + 64 * j;  // matrix j: 8 rows of 8
+    const unsigned lo = trans ? m[(2 * t) * 8 + g] : m[g * 8 + 2 * t];
+    const unsigned hi = trans ? m[(2 * t + 1) * 8 + g] : m[g * 8 + 2 * t + 1];
+    r[j] = lo | (hi << 16);
+  }
+}
+#endif
 template <int NUM, bool TRANS>
 __device__ __forceinline__ void ldmatrix(unsigned (&r)[NUM], const void* row MMA_SITE) {
   static_assert(NUM == 1 || NUM == 2 || NUM == 4, "ldmatrix loads 1, 2 or 4 matrices");
@@ -124,18 +138,13 @@ __device__ __forceinline__ void ldmatrix(unsigned (&r)[NUM], const void* row MMA
   Row mine, all[32];
   if (lane < 8 * NUM) {  // the lanes whose addresses the instruction uses
     if (reinterpret_cast<unsigned long>(row) % 16) ::sim::trap("ldmatrix: a row address not 16-byte aligned", __FILE__, __LINE__);
+    if (!::sim::is_shared(row, 16)) ::sim::trap("ldmatrix: a row address outside shared memory", __FILE__, __LINE__);
     mine = *static_cast<const Row*>(row);  // this lane's read: bounds, races and pending cp.async checked
   } else {
     for (int i = 0; i < 8; ++i) mine.e[i] = 0xFFFF;
   }
   ::sim::warp_exchange(MMA_SITE_ARG, ::sim::W_LDMATRIX, 0xffffffffu, &mine, sizeof mine, all);
-  const int g = lane / 4, t = lane % 4;
-  for (int j = 0; j < NUM; ++j) {
-    const Row* m = all + 8 * j;  // matrix j's rows
-    const unsigned lo = TRANS ? m[2 * t].e[g] : m[g].e[2 * t];
-    const unsigned hi = TRANS ? m[2 * t + 1].e[g] : m[g].e[2 * t + 1];
-    r[j] = lo | (hi << 16);
-  }
+  sim_ldmatrix_fragments(r, NUM, TRANS, all[0].e);
 #else
   const unsigned a = shared_address(row);
   if (NUM == 1 && !TRANS) asm volatile("ldmatrix.sync.aligned.m8n8.x1.shared.b16 {%0}, [%1];\n" : "=r"(r[0]) : "r"(a));
@@ -156,21 +165,30 @@ __device__ __forceinline__ void ldmatrix(unsigned (&r)[NUM], const void* row MMA
 // ---- mma.sync -----------------------------------------------------------------------------------
 #ifdef CONVOPS_SIM
 struct MmaOperands { unsigned a[4], b[2]; };
-__device__ __forceinline__ float sim_f16(unsigned reg, int high) {
+__attribute__((no_sanitize_thread)) inline float sim_f16(unsigned reg, int high) {
   const unsigned short bits = (unsigned short)(high ? reg >> 16 : reg & 0xFFFFu);
   _Float16 h;
-  memcpy(&h, &bits, sizeof h);
+  __builtin_memcpy(&h, &bits, sizeof h);
   return (float)h;
 }
-__device__ __forceinline__ float sim_tf32(unsigned reg) { return __uint_as_float(reg & 0xffffe000u); }
+__attribute__((no_sanitize_thread)) inline float sim_tf32(unsigned reg) {
+  unsigned bits = reg & 0xffffe000u;
+  float f;
+  __builtin_memcpy(&f, &bits, sizeof f);
+  return f;
+}
 #endif
 
-__device__ __forceinline__ void mma_f16_16816(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2] MMA_SITE) {
 #ifdef CONVOPS_SIM
+// The emulations touch only this lane's registers and the exchanged copies (its
+// own stack): uninstrumented, so the simulator's per-access checks do not
+// dominate a tensor-core kernel's run time.
+#define SIM_EMULATION static __attribute__((noinline, no_sanitize_thread))
+SIM_EMULATION void sim_mma_f16(float* d, const unsigned* a, const unsigned* b, long site) {
   MmaOperands mine, all[32];
   for (int i = 0; i < 4; ++i) mine.a[i] = a[i];
   for (int i = 0; i < 2; ++i) mine.b[i] = b[i];
-  ::sim::warp_exchange(MMA_SITE_ARG, ::sim::W_MMA, 0xffffffffu, &mine, sizeof mine, all);
+  ::sim::warp_exchange(site, ::sim::W_MMA, 0xffffffffu, &mine, sizeof mine, all);
   const int lane = ::sim::lane_id(), g = lane / 4, t = lane % 4;
   for (int i = 0; i < 4; ++i) {
     const int row = g + 8 * (i / 2), col = 2 * t + i % 2;
@@ -184,20 +202,12 @@ __device__ __forceinline__ void mma_f16_16816(float (&d)[4], const unsigned (&a)
     }
     d[i] = (float)s;
   }
-#else
-  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-               "{%0, %1, %2, %3};\n"
-               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-#endif
 }
-
-__device__ __forceinline__ void mma_tf32_1688(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2] MMA_SITE) {
-#ifdef CONVOPS_SIM
+SIM_EMULATION void sim_mma_tf32(float* d, const unsigned* a, const unsigned* b, long site) {
   MmaOperands mine, all[32];
   for (int i = 0; i < 4; ++i) mine.a[i] = a[i];
   for (int i = 0; i < 2; ++i) mine.b[i] = b[i];
-  ::sim::warp_exchange(MMA_SITE_ARG, ::sim::W_MMA, 0xffffffffu, &mine, sizeof mine, all);
+  ::sim::warp_exchange(site, ::sim::W_MMA, 0xffffffffu, &mine, sizeof mine, all);
   const int lane = ::sim::lane_id(), g = lane / 4, t = lane % 4;
   for (int i = 0; i < 4; ++i) {
     const int row = g + 8 * (i / 2), col = 2 * t + i % 2;
@@ -210,6 +220,23 @@ __device__ __forceinline__ void mma_tf32_1688(float (&d)[4], const unsigned (&a)
     }
     d[i] = (float)s;
   }
+}
+#endif
+
+__device__ __forceinline__ void mma_f16_16816(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2] MMA_SITE) {
+#ifdef CONVOPS_SIM
+  sim_mma_f16(d, a, b, MMA_SITE_ARG);
+#else
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+               "{%0, %1, %2, %3};\n"
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#endif
+}
+
+__device__ __forceinline__ void mma_tf32_1688(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2] MMA_SITE) {
+#ifdef CONVOPS_SIM
+  sim_mma_tf32(d, a, b, MMA_SITE_ARG);
 #else
   asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
                "{%0, %1, %2, %3};\n"

@@ -62,6 +62,8 @@ void warp_exchange(long site, int kind, unsigned mask, const void* mine, int byt
 // when a cp_async_wait of the issuing thread covers its group (or the thread
 // exits); until then any access to it is reported.
 void cp_async(void* dst, const void* src, int bytes, int src_bytes);
+// Whether [p, p + bytes) lies in one __shared__ variable or the dynamic shared memory.
+bool is_shared(const void* p, int bytes);
 void cp_async_commit();
 void cp_async_wait(int pending);  // all but the `pending` most recent committed groups
 void* dynamic_shared();

@@ -406,6 +406,10 @@ static bool release_warps(Block& b, unsigned n) {
                        warp_name(t.kind), t.site & 0xFFFFF, t.mask, j, warp_name(u.kind), u.site & 0xFFFFF, u.mask);
         }
         if (!complete) continue;
+        if ((t.kind == W_MMA || t.kind == W_LDMATRIX) && lanes != (t.mask & exists))
+          fail_block(&t, "%s (line %ld) in block (%u,%u,%u) warp %u: lanes 0x%08x exited before it; every lane of "
+                     "the warp must execute a .sync.aligned instruction", warp_name(t.kind), t.site & 0xFFFFF,
+                     b.bid.x, b.bid.y, b.bid.z, w0 / 32, t.mask & exists & exited);
         group = lanes;
       }
       // the operation completes for every lane in group
@@ -1277,6 +1281,11 @@ void cp_async(void* dst, const void* src, int bytes, int src_bytes) {
 }
 
 void cp_async_commit() { current()->groups += 1; }
+
+bool is_shared(const void* p, int bytes) {
+  Thread* t = current();
+  return pending_map(*t->block->slot, *t->block->launch, reinterpret_cast<uintptr_t>(p), (unsigned)bytes) != nullptr;
+}
 
 // Complete this thread's copies of groups older than `below` (the destination
 // is written now, as this thread's write, for the race detector).
