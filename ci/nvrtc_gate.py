@@ -38,9 +38,14 @@ def _check(result, what):
 
 def compile_source(path: str, names, options, arch: str):
     """{name expression: {regs, smem, stack, spill_st, spill_ld}} of one source for one arch."""
-    from cuda.bindings import nvrtc
     from convops.cuda.common import source_text
-    text = source_text(Path(path).name).encode()
+    return compile_text(source_text(Path(path).name), path, names, options, arch)
+
+
+def compile_text(source: str, path: str, names, options, arch: str):
+    """compile_source for source text (``path`` names it in messages)."""
+    from cuda.bindings import nvrtc
+    text = source.encode()
     prog = _check(nvrtc.nvrtcCreateProgram(text, Path(path).name.encode(), 0, [], []), "nvrtcCreateProgram")
     for name in names:
         _check(nvrtc.nvrtcAddNameExpression(prog, name.encode()), f"nvrtcAddNameExpression({name})")

@@ -131,12 +131,17 @@ cpu_wgrad_max_slots = 16
 openblas_coretype = os.environ.get("CONVOPS_OPENBLAS_CORETYPE", "auto").strip() or "auto"
 
 # ---- CUDA backends (cuda, cuda-sim) -------------------------------------------------
-# float32 on tensor cores (implicit_gemm_tc): False (the default) runs 3xTF32,
-# three TF32 products per step that meet the float32 tolerance (1e-5); True
-# runs one TF32 product, about 3x the speed with 10 mantissa bits per operand
-# (relative error up to about 1e-3, like float16's inputs: checked against the
-# float16 tolerance, 1e-2), as torch.backends.cudnn.allow_tf32 does.
+# float32 on tensor cores (implicit_gemm_tc).  By default each operand is split
+# into three TF32 pieces and six TF32 products per step are summed: products
+# exact to 2^-34, float32 accuracy (tolerance 1e-5).  Two opt-ins trade
+# accuracy for speed, as torch.backends.cudnn.allow_tf32 does:
+# allow_tf32 (CONVOPS_ALLOW_TF32=1): one TF32 product, 10 mantissa bits per
+# operand, relative error up to about 1e-3, held to float16's tolerance (1e-2);
+# tf32x3 (CONVOPS_3XTF32=1): 3xTF32, two pieces and three products, each
+# product to about 2^-22 (four times float32's rounding; a sum that cancels
+# can miss 1e-5), held to 1e-4.  allow_tf32 wins when both are set.
 allow_tf32 = os.environ.get("CONVOPS_ALLOW_TF32", "").strip().lower() in _TRUE
+tf32x3 = os.environ.get("CONVOPS_3XTF32", "").strip().lower() in _TRUE
 
 # Most blocks of a grid-stride launch (the kernels loop over the rest); far
 # below grid.x's limit, and enough to fill any current GPU many times over.

@@ -1,6 +1,8 @@
 // convops: implicit GEMM on tensor cores (sm_80+): mma.sync m16n8k16 for
-// float16 (float32 accumulation) and m16n8k8 TF32 for float32, three products
-// per step (3xTF32) unless TF32 is allowed (TcGeom.passes == 1).
+// float16 (float32 accumulation) and m16n8k8 TF32 for float32: each operand
+// split into three TF32 pieces and six products per tile (TcGeom.passes == 6,
+// products exact to 2^-34: float32 accuracy), or 3xTF32 (3) or TF32 (1) when
+// a user opts into less accuracy (split_tf32 in mma.cuh).
 //
 // The launcher (convops/cuda/implicit_gemm_tc.py) packs the operands into a
 // workspace first (tc_pack_activation, tc_pack_weight): channels last with the
@@ -40,7 +42,7 @@ struct TcGeom {
   int Kout;               // output channels written (fwd: Kp; wgrad: K)
   int Cout;               // wgrad: input channels written (dw's C); fwd: unused
   int has_bias;           // fwd: add bias[kn]
-  int passes;             // float32: 3 (3xTF32) or 1 (TF32, opted in)
+  int passes;             // float32: TF32 products per tile, 6 (exact), 3 (3xTF32) or 1 (TF32)
 };
 
 template <class T> struct TcTraits {  // float16 (half_t)
@@ -193,45 +195,36 @@ template <> struct TcMath<half_t> {
 };
 
 template <> struct TcMath<float> {
-  // Split the raw float32 fragments and run 3xTF32 (or one TF32 product).
+  // Split the raw float32 fragments (split_tf32 in mma.cuh) and multiply with
+  // `passes` TF32 products per tile: 6 (exact products, the default), 3 (3xTF32)
+  // or 1 (TF32).  The small terms go first, hi*hi last (CUTLASS's order).
+  // A is split once per m-tile, B once per (m-tile, n-tile): fewer live registers.
   static __device__ __forceinline__ void multiply(const unsigned (&ra)[4][4], const unsigned (&rb)[4][2],
                                                    float (&acc)[4][4][4], int passes, int mt_n, int nt_n) {
-    if (passes == 1) {
-      unsigned a[4][4], b[4][2];
 #pragma unroll
-      for (int mt = 0; mt < 4; ++mt)
+    for (int mt = 0; mt < 4; ++mt) {
+      if (mt >= mt_n) break;
+      unsigned ah[4], af[4], am[4], al[4];
 #pragma unroll
-        for (int i = 0; i < 4; ++i) a[mt][i] = tf32_round(__uint_as_float(ra[mt][i]));
-#pragma unroll
-      for (int nt = 0; nt < 4; ++nt)
-#pragma unroll
-        for (int i = 0; i < 2; ++i) b[nt][i] = tf32_round(__uint_as_float(rb[nt][i]));
-#pragma unroll
-      for (int mt = 0; mt < 4; ++mt)
-#pragma unroll
-        for (int nt = 0; nt < 4; ++nt)
-          if (mt < mt_n && nt < nt_n) mma_tf32_1688(acc[mt][nt], a[mt], b[nt]);
-      return;
-    }
-    unsigned ab[4][4], as[4][4], af[4][4], bb[4][2], bs[4][2], bf[4][2];
-#pragma unroll
-    for (int mt = 0; mt < 4; ++mt)
-#pragma unroll
-      for (int i = 0; i < 4; ++i) split_tf32(__uint_as_float(ra[mt][i]), ab[mt][i], as[mt][i], af[mt][i]);
-#pragma unroll
-    for (int nt = 0; nt < 4; ++nt)
-#pragma unroll
-      for (int i = 0; i < 2; ++i) split_tf32(__uint_as_float(rb[nt][i]), bb[nt][i], bs[nt][i], bf[nt][i]);
-    // the small terms first, then big x big (CUTLASS's order)
-#pragma unroll
-    for (int mt = 0; mt < 4; ++mt)
+      for (int i = 0; i < 4; ++i) split_tf32(__uint_as_float(ra[mt][i]), ah[i], af[i], am[i], al[i]);
 #pragma unroll
       for (int nt = 0; nt < 4; ++nt) {
-        if (mt >= mt_n || nt >= nt_n) continue;
-        mma_tf32_1688(acc[mt][nt], as[mt], bf[nt]);
-        mma_tf32_1688(acc[mt][nt], af[mt], bs[nt]);
-        mma_tf32_1688(acc[mt][nt], ab[mt], bb[nt]);
+        if (nt >= nt_n) break;
+        unsigned bh[2], bf[2], bm[2], bl[2];
+#pragma unroll
+        for (int i = 0; i < 2; ++i) split_tf32(__uint_as_float(rb[nt][i]), bh[i], bf[i], bm[i], bl[i]);
+        if (passes >= 6) {
+          mma_tf32_1688(acc[mt][nt], al, bf);
+          mma_tf32_1688(acc[mt][nt], af, bl);
+          mma_tf32_1688(acc[mt][nt], am, bm);
+        }
+        if (passes >= 3) {
+          mma_tf32_1688(acc[mt][nt], am, bf);
+          mma_tf32_1688(acc[mt][nt], af, bm);
+        }
+        mma_tf32_1688(acc[mt][nt], ah, bh);
       }
+    }
   }
   // Reduction-contiguous tiles: the same ldmatrix addresses as float16 (an 8 x 8 b16 matrix is
   // 8 rows x 4 floats: lane l gets float l % 4 of row l / 4), which give m16n8k8's

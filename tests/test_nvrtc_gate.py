@@ -20,11 +20,16 @@ def _gate():
 
 
 def test_every_source_is_declared_with_every_dtype():
+    # every dtype its algorithm registers (a source named after no algorithm serves them all)
+    from convops import registry
+    from convops.cuda.common import CTYPE
     sources = {Path(p).name for p, _, _ in kernel_instantiations()}
     assert sources == {p.name for p in (ROOT / "kernels").glob("*.cu")}
-    for names in SOURCES.values():
-        for ctype in ("half_t", "float", "double"):
-            assert any(n.endswith(f"<{ctype}>") for n in names)
+    for filename, names in SOURCES.items():
+        impls = [i for i in registry.implementations(backend="cuda-sim") if i.algorithm == Path(filename).stem]
+        dtypes = set().union(*(i.dtypes for i in impls)) if impls else set(CTYPE)
+        for dtype in dtypes:
+            assert any(n.endswith(f"<{CTYPE[dtype]}>") for n in names), (filename, dtype)
 
 
 def test_nvrtc_gate_matches_the_committed_table():
@@ -45,3 +50,18 @@ ptxas         .     8 bytes stack frame, 4 bytes spill stores, 12 bytes spill lo
 ptxas info    : Used 40 registers, used 1 barriers, 2048 bytes smem"""
     info = _gate().parse_ptxas(log, {"_Z1fv": "f<float>"})
     assert info == {"f<float>": dict(regs=40, smem=2048, stack=8, spill_st=4, spill_ld=12)}
+
+
+def test_tensor_core_probes_compile_for_sm80_and_sm90():
+    """Every mma.cuh instruction form the simulator tests exercise (ldmatrix
+    x1/x2/x4 with and without .trans, both mma shapes, cp.async with its
+    commit and waits, cvt.rna.tf32) also assembles under NVRTC, where the
+    kernels use only some of them."""
+    pytest.importorskip("cuda.bindings.nvrtc", reason="the gate needs cuda-bindings (pip install 'convops[nvrtc]')")
+    import sys
+    sys.path.insert(0, str(ROOT / "tests"))
+    from test_tensor_core import NAMES, OPTIONS, PROBES
+    names = NAMES + ("probe_f16", "probe_tf32", "round_tf32")
+    for arch in ("sm_80", "sm_90"):
+        info = _gate().compile_text(PROBES, "tensor_core_probes.cu", names, OPTIONS, arch)
+        assert set(info) == set(names)

@@ -1,7 +1,8 @@
 """``implicit_gemm_tc`` on the CUDA backends: kernels/implicit_gemm_tc.cu, the
 tensor-core path (sm_80 and newer).  float16 runs mma.sync m16n8k16 with
-float32 accumulation; float32 runs 3xTF32 (three TF32 products per step,
-float32 accuracy) unless ``config.allow_tf32`` opts into one TF32 product.
+float32 accumulation; float32 splits each operand into three TF32 pieces and
+sums six TF32 products per step (float32 accuracy) unless the user opts into
+3xTF32 (``config.tf32x3``) or one TF32 product (``config.allow_tf32``).
 
 Operands are packed into a workspace first: channels last, the channel count
 rounded up to 16 bytes of elements, the padding materialized in the
@@ -18,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import config
-from .common import INT32_LIMIT, Passes, bias_arg, blocks, declare_source, kernel, register_algorithm
+from .common import INT32_LIMIT, Passes, acc_dtype, bias_arg, blocks, declare_source, kernel, register_algorithm
 from . import direct
 from .implicit_gemm import phase_dgrad
 
@@ -45,8 +46,9 @@ def packed(channels: int, dtype: str) -> int:
 
 
 def passes() -> int:
-    """TF32 products per float32 step: 3 (3xTF32, float32 accuracy) or 1 (config.allow_tf32)."""
-    return 1 if config.allow_tf32 else 3
+    """TF32 products per float32 tile: 6 (three-piece split, float32
+    accuracy), 3 (3xTF32, config.tf32x3) or 1 (TF32, config.allow_tf32)."""
+    return 1 if config.allow_tf32 else 3 if config.tf32x3 else 6
 
 
 def _struct(dtype, values: dict) -> np.void:
@@ -126,7 +128,7 @@ def wgrad_splits(q) -> tuple[int, int]:
     config.cuda_target_blocks blocks, at most config.cuda_max_splits, none
     shorter than config.cuda_min_split; chunk a multiple of the stage depth."""
     red = q.n * int(np.prod(q.out_size))
-    bk = BK[q.dtype]
+    bk = 64 // np.dtype(q.dtype).itemsize  # (BK[dtype]; any dtype, so reasons() can be asked of float64)
     if red == 0:
         return 1, bk
     tiles = -(-q.c_out // TILE) * -(-(int(np.prod(q.kernel)) * packed(q.c_in, q.dtype)) // TILE)
@@ -152,29 +154,49 @@ def wgrad(rt, q, x, dy):
     return dw
 
 
-def _sizes(problem):
-    """(kernel problem, pixels of the packed activation, elements of the packed
-    activation, elements of the other packed operand)."""
+def _launched(problem) -> list:
+    """The kernel problems the launchers pack for: dgrad of a non-zero padding
+    mode runs on the materialized problem in the accumulation type
+    (``run_with``); strided dgrad on its stride-phase sub-problems, one at a
+    time (a phase can pack more than the whole problem's extent)."""
     q = problem.expand(3).canonical()
+    if q.op != "dgrad":
+        return [q]
+    if q.padding_mode != "zeros":
+        q = q.materialized().with_dtype(acc_dtype(q.dtype))
+    if all(s == 1 for s in q.stride):
+        return [q]
+    return [sub for _, sub in q.stride_phase_problems() if 0 not in sub.in_size] or [q]
+
+
+def _sizes(q):
+    """(pixels of the packed activation, its elements, elements of the other
+    packed operand, GEMM rows) of one launched kernel problem."""
     cin, cout = packed(q.c_in, q.dtype), packed(q.c_out, q.dtype)
     taps = int(np.prod(q.kernel))
-    if q.op == "dgrad":  # dy padded by dilation*(k-1) - pad; no phase sub-problem is bigger
+    if q.op == "dgrad":  # dy padded by dilation*(k-1) - pad: an extent of in + dilation*(k-1)
         ext = tuple(i + d * (k - 1) for i, d, k in zip(q.in_size, q.dilation, q.kernel))
         pixels = q.n * int(np.prod(ext))
-        return q, pixels, pixels * cout, q.c_in * taps * cout
+        return pixels, pixels * cout, q.c_in * taps * cout, q.n * int(np.prod(q.in_size))
     pixels = q.n * int(np.prod(q.padded_size))
     other = q.n * int(np.prod(q.out_size)) * cout if q.op == "wgrad" else q.c_out * taps * cin  # dy / weight
-    return q, pixels, pixels * cin, other
+    return pixels, pixels * cin, other, q.n * int(np.prod(q.out_size))
 
 
 def workspace_bytes(problem) -> int:
-    q, _, act, other = _sizes(problem)
-    extra = wgrad_splits(q)[0] * int(np.prod(q.w_shape)) * 4 if q.op == "wgrad" else 0  # float32 partial sums
-    return (act + other) * np.dtype(q.dtype).itemsize + extra
+    most = 0
+    for q in _launched(problem):
+        _, act, other, _ = _sizes(q)
+        extra = wgrad_splits(q)[0] * int(np.prod(q.w_shape)) * 4 if q.op == "wgrad" else 0  # float32 partial sums
+        most = max(most, (act + other) * np.dtype(q.dtype).itemsize + extra)
+    return most
 
 
 def supports(problem) -> list:
-    q, pixels, _, _ = _sizes(problem)
+    q = problem.expand(3).canonical()
+    launched = _launched(problem)
+    pixels = max(_sizes(sub)[0] for sub in launched)
+    rows = max(_sizes(sub)[3] for sub in launched)
     reasons = []
     if q.groups != 1:
         reasons.append(f"groups={q.groups}: the tensor-core kernels run ungrouped convolutions")
@@ -184,7 +206,6 @@ def supports(problem) -> list:
                        f"({config.cuda_workspace_bytes})")
     if pixels >= INT32_LIMIT:
         reasons.append(f"a packed activation of {pixels} pixels: this kernel indexes pixels in 32 bits (< 2^31)")
-    rows = q.n * int(np.prod(q.in_size if q.op == "dgrad" else q.out_size))
     if rows >= INT32_LIMIT:
         reasons.append(f"{rows} GEMM rows: this kernel indexes rows in 32 bits (< 2^31)")
     cols = int(np.prod(q.kernel)) * packed(q.c_in, q.dtype) if q.op == "wgrad" else (
@@ -194,15 +215,22 @@ def supports(problem) -> list:
     return reasons
 
 
+TF32X3_TOLERANCE = 1e-4
+
+
 def tolerance(problem) -> float:
-    """float32 with config.allow_tf32: one TF32 product per step (10 mantissa
-    bits per operand) is held to float16's tolerance, as documented there."""
+    """float32 opted into less accuracy (config): TF32 is held to float16's
+    tolerance, 3xTF32 to TF32X3_TOLERANCE; otherwise the dtype's."""
     from ..tolerance import TOLERANCE
-    return TOLERANCE["float16" if problem.dtype == "float32" and config.allow_tf32 else problem.dtype]
+    if problem.dtype == "float32" and passes() == 1:
+        return TOLERANCE["float16"]
+    if problem.dtype == "float32" and passes() == 3:
+        return TF32X3_TOLERANCE
+    return TOLERANCE[problem.dtype]
 
 
 register_algorithm("implicit_gemm_tc", Passes(fwd, dgrad, wgrad), supports=supports, workspace_bytes=workspace_bytes,
                    tolerance=tolerance, dtypes=DTYPES, min_arch=80,
-                   description="CUDA implicit GEMM on tensor cores (sm_80+): mma.sync m16n8k16 float16 / 3xTF32 "
-                               "float32, ldmatrix, 3-stage cp.async, XOR-swizzled shared tiles; operands packed "
+                   description="CUDA implicit GEMM on tensor cores (sm_80+): mma.sync m16n8k16 float16 / "
+                               "float32 as six TF32 products of three-piece splits, ldmatrix, 3-stage cp.async, XOR-swizzled shared tiles; operands packed "
                                "channels-last into the workspace")

@@ -62,18 +62,25 @@ __device__ __forceinline__ unsigned tf32_round(float x) {
 #endif
 }
 
-// 3xTF32: x = big + small (+ what the 10+10 bits cannot hold).  The products
-// big*big, bigf*small and small*bigf carry the float32 result; bigf is big
-// for finite x and 0 otherwise, small is 0 for non-finite x, so an infinity
-// or NaN reaches the result through big*big alone (Inf*0 never appears in a
-// correction term, which would turn an infinity into a NaN).  A finite x whose
-// rounding would overflow keeps its truncation as big.
-__device__ __forceinline__ void split_tf32(float x, unsigned& big, unsigned& small, unsigned& bigf) {
+// float32 on TF32 tensor cores: x = hi + mid + lo, each a TF32 value (11
+// significant bits, so three hold all 24 of a float32 exactly): hi =
+// tf32_round(x) (its truncation if that would overflow), mid =
+// tf32_round(x - hi), lo = tf32_round(x - hi - mid) (exact: at most 2 bits
+// remain).  a*b is then hi*hi + hi*mid + mid*hi + mid*mid + hi*lo + lo*hi
+// up to 2^-34 |a*b| (six products, "exact"); hi*hi + hi*mid + mid*hi is
+// 3xTF32 (up to about 2^-22 |a*b|: two 11-bit pieces cannot hold 24 bits).
+// hif is hi for finite x and 0 otherwise, mid and lo are 0 for non-finite x,
+// and the correction products use hif: an infinity or NaN reaches the result
+// through hi*hi alone (a correction term would turn Inf*0 into a NaN).
+// Limit: |x| below 2^-137 (deep float32 subnormals) rounds to a TF32 zero.
+__device__ __forceinline__ void split_tf32(float x, unsigned& hi, unsigned& hif, unsigned& mid, unsigned& lo) {
   const bool finite = (__float_as_uint(x) & 0x7f800000u) != 0x7f800000u;
-  big = tf32_round(x);
-  if (finite && (big & 0x7f800000u) == 0x7f800000u) big = __float_as_uint(x) & 0xffffe000u;
-  small = finite ? tf32_round(x - __uint_as_float(big)) : 0u;
-  bigf = finite ? big : 0u;
+  hi = tf32_round(x);
+  if (finite && (hi & 0x7f800000u) == 0x7f800000u) hi = __float_as_uint(x) & 0xffffe000u;
+  const float r = finite ? x - __uint_as_float(hi) : 0.f;  // exact
+  mid = tf32_round(r);
+  lo = tf32_round(r - __uint_as_float(mid));                // exact, and exactly representable
+  hif = finite ? hi : 0u;
 }
 
 // ---- shared-memory addresses --------------------------------------------------------------------
@@ -147,18 +154,20 @@ __device__ __forceinline__ void ldmatrix(unsigned (&r)[NUM], const void* row MMA
   sim_ldmatrix_fragments(r, NUM, TRANS, all[0].e);
 #else
   const unsigned a = shared_address(row);
-  if (NUM == 1 && !TRANS) asm volatile("ldmatrix.sync.aligned.m8n8.x1.shared.b16 {%0}, [%1];\n" : "=r"(r[0]) : "r"(a));
-  if (NUM == 1 && TRANS) asm volatile("ldmatrix.sync.aligned.m8n8.x1.trans.shared.b16 {%0}, [%1];\n" : "=r"(r[0]) : "r"(a));
-  if (NUM == 2 && !TRANS)
-    asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0, %1}, [%2];\n" : "=r"(r[0]), "=r"(r[NUM > 1]) : "r"(a));
-  if (NUM == 2 && TRANS)
-    asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0, %1}, [%2];\n" : "=r"(r[0]), "=r"(r[NUM > 1]) : "r"(a));
-  if (NUM == 4 && !TRANS)
+  if constexpr (NUM == 1 && !TRANS)
+    asm volatile("ldmatrix.sync.aligned.m8n8.x1.shared.b16 {%0}, [%1];\n" : "=r"(r[0]) : "r"(a));
+  if constexpr (NUM == 1 && TRANS)
+    asm volatile("ldmatrix.sync.aligned.m8n8.x1.trans.shared.b16 {%0}, [%1];\n" : "=r"(r[0]) : "r"(a));
+  if constexpr (NUM == 2 && !TRANS)
+    asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0, %1}, [%2];\n" : "=r"(r[0]), "=r"(r[1]) : "r"(a));
+  if constexpr (NUM == 2 && TRANS)
+    asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0, %1}, [%2];\n" : "=r"(r[0]), "=r"(r[1]) : "r"(a));
+  if constexpr (NUM == 4 && !TRANS)
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[NUM > 1]), "=r"(r[NUM > 2 ? 2 : 0]), "=r"(r[NUM > 2 ? 3 : 0]) : "r"(a));
-  if (NUM == 4 && TRANS)
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
+  if constexpr (NUM == 4 && TRANS)
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[NUM > 1]), "=r"(r[NUM > 2 ? 2 : 0]), "=r"(r[NUM > 2 ? 3 : 0]) : "r"(a));
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
 #endif
 }
 
