@@ -27,24 +27,25 @@ def _has_tensor_cores(cp):
     return int(cp.cuda.Device().compute_capability) >= 80
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float16"])
-@pytest.mark.parametrize("allow_tf32", [False, True])
-def test_tensor_cores_every_pass(dtype, allow_tf32, monkeypatch):
-    """implicit_gemm_tc on the device: 3xTF32 meets float32's tolerance; TF32
-    (opted in) float16's; multi-tile M and N, more stages than the pipeline holds."""
+@pytest.mark.parametrize("dtype, mode", [("float16", "exact"), ("float32", "exact"), ("float32", "3xtf32"),
+                                         ("float32", "tf32")])
+def test_tensor_cores_every_pass(dtype, mode, monkeypatch):
+    """implicit_gemm_tc on the device: float32's default (six TF32 products)
+    meets float32's tolerance, the opt-ins theirs (3xTF32 1e-4, TF32
+    float16's); multi-tile M and N, more stages than the pipeline holds."""
     cp = _cupy()
     if not _has_tensor_cores(cp):
         pytest.skip("needs sm_80 or newer")
-    if allow_tf32 and dtype == "float16":
-        pytest.skip("TF32 concerns float32")
     from convops import config
+    from convops.cuda.implicit_gemm_tc import TF32X3_TOLERANCE
     from convops.tolerance import TOLERANCE, relative_error
-    monkeypatch.setattr(config, "allow_tf32", allow_tf32)
+    monkeypatch.setattr(config, "tf32x3", mode == "3xtf32")
+    monkeypatch.setattr(config, "allow_tf32", mode == "tf32")
     rng = np.random.default_rng(3)
     x = rng.standard_normal((3, 40, 15, 13)).astype(dtype)
     w = rng.standard_normal((136, 40, 3, 3)).astype(dtype)
     b = rng.standard_normal(136).astype(dtype)
-    tol = TOLERANCE["float16" if allow_tf32 else dtype]
+    tol = {"exact": TOLERANCE[dtype], "3xtf32": TF32X3_TOLERANCE, "tf32": TOLERANCE["float16"]}[mode]
     for kw in (dict(padding=1), dict(stride=2, padding=(0, 2), dilation=(2, 1)), dict(padding=2, padding_mode="reflect")):
         y = co.conv(cp.asarray(x), cp.asarray(w), cp.asarray(b), backend="cuda", algorithm="implicit_gemm_tc", **kw)
         assert relative_error(cp.asnumpy(y), co.conv(x, w, b, backend="numpy", **kw)) <= tol
