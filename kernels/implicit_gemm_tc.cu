@@ -22,8 +22,11 @@
 // static shared memory); 256 threads = 8 warps in 2 (M) x 4 (N), each warp
 // 64 x 32 = 4 x 4 mma tiles of 16 x 8 (64 float accumulators per thread).
 // Shared tiles are XOR-swizzled in 16-byte chunks, so ldmatrix and the
-// cp.async stores are free of bank conflicts without padding.  M, N and
-// packed element offsets are limited by supports() (32-bit rows, 64-bit
+// cp.async stores are free of bank conflicts without padding (float32 wgrad
+// reads its fragments with scalar loads, 2-way conflicts: ldmatrix .trans
+// moves 16-bit elements only).  A warp skips its mma tiles that hold no
+// output (active_tiles; uniform across the warp).  GEMM rows and packed
+// pixels below 2^31, checked by supports() (32-bit rows and pixels, 64-bit
 // element offsets).  Deterministic: no atomics; wgrad's split-K partial sums
 // are added in a fixed order by sum_splits (implicit_gemm.cu).
 #include "mma.cuh"
