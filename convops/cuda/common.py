@@ -88,7 +88,8 @@ def options() -> tuple[str, ...]:
 def kernel_instantiations() -> list[tuple[str, tuple[str, ...], tuple[str, ...]]]:
     """Every (source path, name_expressions, options) the launchers can request."""
     _load_algorithms()
-    return [(str(kernels_dir() / f), names, options()) for f, names in SOURCES.items()]
+    # by file name: the same order whichever launcher module was imported first
+    return [(str(kernels_dir() / f), SOURCES[f], options()) for f in sorted(SOURCES)]
 
 
 def _load_algorithms():
