@@ -138,30 +138,39 @@ __device__ __forceinline__ int active_tiles(int remaining, int size) {
 // Accumulators: acc[mt][nt][i] of the warp's 4 x 4 tiles of 16 x 8 (d layout in mma.cuh).
 template <class T> struct TcMath;
 
+// Fragments of k-step ks (2 chunks) from the reduction-contiguous tiles, for
+// both element types: an 8 x 8 b16 matrix is 8 halves or 4 floats per row, and
+// lane l receives its b16 pair (float16: A/B[row l/4][k 2(l%4)..+1]) or its
+// float (float32: [row l/4][k l%4]) -- m16n8k16's and m16n8k8's fragments.
+// A (rows m), ldmatrix.x4: matrices (rows 0-7, chunk 0), (rows 8-15, chunk 0),
+// (rows 0-7, chunk 1), (rows 8-15, chunk 1) = a[0..3]; lane l gives row
+// (l % 8) + 8 * ((l / 8) % 2) of chunk 2*ks + l / 16.
+// B (rows n): (n 0-7, chunk 0), (n 0-7, chunk 1), (n 8-15, chunk 0), (n 8-15,
+// chunk 1) = b[nt][0], b[nt][1], b[nt+1][0], b[nt+1][1].
+__device__ __forceinline__ void kc_fragments(const uint4* As, const uint4* Bs, int wm, int wn, int ks,
+                                             unsigned (&a)[4][4], unsigned (&b)[4][2], int mt_n, int nt_n) {
+  const int lane = threadIdx.x % 32;
+#pragma unroll
+  for (int mt = 0; mt < 4; ++mt) {
+    if (mt >= mt_n) break;
+    const int row = wm * 64 + mt * 16 + lane % 8 + 8 * ((lane / 8) % 2);
+    ldmatrix<4, false>(a[mt], As + kc_chunk(row, 2 * ks + lane / 16));
+  }
+#pragma unroll
+  for (int np = 0; np < 2; ++np) {
+    if (2 * np >= nt_n) break;
+    unsigned r[4];
+    const int row = wn * 32 + np * 16 + lane % 8 + 8 * (lane / 16);
+    ldmatrix<4, false>(r, Bs + kc_chunk(row, 2 * ks + (lane / 8) % 2));
+    b[2 * np][0] = r[0]; b[2 * np][1] = r[1]; b[2 * np + 1][0] = r[2]; b[2 * np + 1][1] = r[3];
+  }
+}
+
 template <> struct TcMath<half_t> {
-  // A fragments from a reduction-contiguous tile (rows m), k-step ks (16 halves = 2 chunks):
-  // ldmatrix.x4: matrices (rows 0-7, k 0-7), (rows 8-15, k 0-7), (rows 0-7, k 8-15), (rows 8-15, k 8-15)
-  // = a[0..3]; lane l gives the address of row (l % 8) + 8 * ((l / 8) % 2), chunk 2*ks + l / 16.
   static __device__ __forceinline__ void kc_step(const uint4* As, const uint4* Bs, int wm, int wn, int ks,
                                                   float (&acc)[4][4][4], int passes, int mt_n, int nt_n) {
-    const int lane = threadIdx.x % 32;
     unsigned a[4][4], b[4][2];
-#pragma unroll
-    for (int mt = 0; mt < 4; ++mt) {
-      if (mt >= mt_n) break;
-      const int row = wm * 64 + mt * 16 + lane % 8 + 8 * ((lane / 8) % 2);
-      ldmatrix<4, false>(a[mt], As + kc_chunk(row, 2 * ks + lane / 16));
-    }
-    // B (rows n): matrices (n 0-7, k 0-7), (n 0-7, k 8-15), (n 8-15, k 0-7), (n 8-15, k 8-15)
-    // = b[nt][0], b[nt][1], b[nt+1][0], b[nt+1][1]
-#pragma unroll
-    for (int np = 0; np < 2; ++np) {
-      if (2 * np >= nt_n) break;
-      unsigned r[4];
-      const int row = wn * 32 + np * 16 + lane % 8 + 8 * (lane / 16);
-      ldmatrix<4, false>(r, Bs + kc_chunk(row, 2 * ks + (lane / 8) % 2));
-      b[2 * np][0] = r[0]; b[2 * np][1] = r[1]; b[2 * np + 1][0] = r[2]; b[2 * np + 1][1] = r[3];
-    }
+    kc_fragments(As, Bs, wm, wn, ks, a, b, mt_n, nt_n);
 #pragma unroll
     for (int mt = 0; mt < 4; ++mt)
 #pragma unroll
@@ -229,28 +238,10 @@ template <> struct TcMath<float> {
       }
     }
   }
-  // Reduction-contiguous tiles: the same ldmatrix addresses as float16 (an 8 x 8 b16 matrix is
-  // 8 rows x 4 floats: lane l gets float l % 4 of row l / 4), which give m16n8k8's
-  // a = (rows 0-7, k 0-3), (rows 8-15, k 0-3), (rows 0-7, k 4-7), (rows 8-15, k 4-7) and
-  // b = (n 0-7, k 0-3), (n 0-7, k 4-7) per 8 columns.
   static __device__ __forceinline__ void kc_step(const uint4* As, const uint4* Bs, int wm, int wn, int ks,
                                                   float (&acc)[4][4][4], int passes, int mt_n, int nt_n) {
-    const int lane = threadIdx.x % 32;
     unsigned a[4][4], b[4][2];
-#pragma unroll
-    for (int mt = 0; mt < 4; ++mt) {
-      if (mt >= mt_n) break;
-      const int row = wm * 64 + mt * 16 + lane % 8 + 8 * ((lane / 8) % 2);
-      ldmatrix<4, false>(a[mt], As + kc_chunk(row, 2 * ks + lane / 16));
-    }
-#pragma unroll
-    for (int np = 0; np < 2; ++np) {
-      if (2 * np >= nt_n) break;
-      unsigned r[4];
-      const int row = wn * 32 + np * 16 + lane % 8 + 8 * (lane / 16);
-      ldmatrix<4, false>(r, Bs + kc_chunk(row, 2 * ks + (lane / 8) % 2));
-      b[2 * np][0] = r[0]; b[2 * np][1] = r[1]; b[2 * np + 1][0] = r[2]; b[2 * np + 1][1] = r[3];
-    }
+    kc_fragments(As, Bs, wm, wn, ks, a, b, mt_n, nt_n);
     multiply(a, b, acc, passes, mt_n, nt_n);
   }
   // Row-contiguous tiles (As[k][m], Bs[k][n], 32 chunks per row): 32-bit elements cannot use
