@@ -63,7 +63,9 @@ __device__ __forceinline__ unsigned tf32_round(float x) {
 }
 
 // float32 on TF32 tensor cores: x = hi + mid + lo, each a TF32 value (11
-// significant bits, so three hold all 24 of a float32 exactly): hi =
+// significant bits, so three hold all 24 of a float32 exactly, for |x| >=
+// 2^-114; below, mid and lo fall on TF32's subnormal grid of 2^-136 and x
+// keeps an absolute error up to 2^-137): hi =
 // tf32_round(x) (its truncation if that would overflow), mid =
 // tf32_round(x - hi), lo = tf32_round(x - hi - mid) (exact: at most 2 bits
 // remain).  a*b is then hi*hi + hi*mid + mid*hi + mid*mid + hi*lo + lo*hi
@@ -72,7 +74,9 @@ __device__ __forceinline__ unsigned tf32_round(float x) {
 // hif is hi for finite x and 0 otherwise, mid and lo are 0 for non-finite x,
 // and the correction products use hif: an infinity or NaN reaches the result
 // through hi*hi alone (a correction term would turn Inf*0 into a NaN).
-// Limit: |x| below 2^-137 (deep float32 subnormals) rounds to a TF32 zero.
+// Limits: |x| below 2^-137 rounds to a TF32 zero (then such an x times an
+// infinity gives NaN, not the reference's infinity); |x| below 2^-114 keeps
+// fewer than 24 bits (2^-120: relative error up to about 8e-6).
 __device__ __forceinline__ void split_tf32(float x, unsigned& hi, unsigned& hif, unsigned& mid, unsigned& lo) {
   const bool finite = (__float_as_uint(x) & 0x7f800000u) != 0x7f800000u;
   hi = tf32_round(x);
