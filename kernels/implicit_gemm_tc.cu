@@ -35,7 +35,6 @@
 #define TC_BM 128
 #define TC_BN 128
 #define TC_STAGES 3
-#define TC_CHUNK_BYTES 16
 
 struct TcGeom {
   int N, Cp, Dp, Hp, Wp;  // packed activation (N, Dp, Hp, Wp, Cp): padding materialized
@@ -273,6 +272,37 @@ template <> struct TcMath<float> {
   }
 };
 
+// ---- the pipeline both kernels run ----------------------------------------------------------
+// acc = 0, then KT stages: load_stage(stage, kt) issues this thread's cp.async
+// copies of stage kt into buffer `stage`; multiply(stage) runs the warp's math
+// on a landed buffer.  TC_STAGES - 1 stages are in flight while one is multiplied.
+template <class Load, class Multiply>
+__device__ __forceinline__ void tc_pipeline(int KT, Load& load_stage, Multiply& multiply, float (&acc)[4][4][4]) {
+#pragma unroll
+  for (int mt = 0; mt < 4; ++mt)
+#pragma unroll
+    for (int nt = 0; nt < 4; ++nt)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) acc[mt][nt][i] = 0.f;
+  // prologue: stages 0 .. STAGES-2 in flight
+#pragma unroll
+  for (int s = 0; s < TC_STAGES - 1; ++s) {
+    if (s < KT) load_stage(s, s);
+    cp_async_commit();
+  }
+  cp_async_wait<TC_STAGES - 2>();
+  __syncthreads();
+  for (int kt = 0; kt < KT; ++kt) {
+    // refill the buffer every warp finished with at kt - 1 (the barrier below ordered it)
+    const int next = kt + TC_STAGES - 1;
+    if (next < KT) load_stage(next % TC_STAGES, next);
+    cp_async_commit();  // (an empty group past the end keeps the wait count uniform)
+    multiply(kt % TC_STAGES);
+    cp_async_wait<TC_STAGES - 2>();  // stage kt + 1 has landed (this thread's part) ...
+    __syncthreads();                 // ... everyone's, and every warp is done with stage kt
+  }
+}
+
 // ---- fwd ------------------------------------------------------------------------------------
 // igemm_tc_fwd: grid x = ceil(M / 128) tiles of m = (n, z, p, q) (M = N*Z*P*Q),
 // grid y = ceil(Kp / 128) tiles of output channels.  Thread tid stages, per
@@ -329,32 +359,12 @@ __global__ void __launch_bounds__(256, 1) igemm_tc_fwd(const T* __restrict__ act
   // the warp's tiles that hold any output (uniform per warp): the others are skipped
   const int mt_n = active_tiles(M - (m0 + wm * 64), 16), nt_n = active_tiles(g.Kout - (n0 + wn * 32), 8);
   float acc[4][4][4];
-#pragma unroll
-  for (int mt = 0; mt < 4; ++mt)
-#pragma unroll
-    for (int nt = 0; nt < 4; ++nt)
-#pragma unroll
-      for (int i = 0; i < 4; ++i) acc[mt][nt][i] = 0.f;
-  // prologue: stages 0 .. STAGES-2 in flight
-#pragma unroll
-  for (int s = 0; s < TC_STAGES - 1; ++s) {
-    if (s < KT) load_stage(s, s);
-    cp_async_commit();
-  }
-  cp_async_wait<TC_STAGES - 2>();
-  __syncthreads();
-  for (int kt = 0; kt < KT; ++kt) {
-    // refill the stage every warp finished with at kt - 1 (the barrier below ordered it)
-    const int next = kt + TC_STAGES - 1;
-    if (next < KT) load_stage(next % TC_STAGES, next);
-    cp_async_commit();  // (an empty group past the end keeps the wait count uniform)
-    const int stage = kt % TC_STAGES;
+  auto multiply = [&](int stage) {
 #pragma unroll
     for (int ks = 0; ks < 2; ++ks)
       TcMath<T>::kc_step(smem.a[stage], smem.b[stage], wm, wn, ks, acc, g.passes, mt_n, nt_n);
-    cp_async_wait<TC_STAGES - 2>();  // stage kt + 1 has landed (this thread's part) ...
-    __syncthreads();                 // ... everyone's, and every warp is done with stage kt
-  }
+  };
+  tc_pipeline(KT, load_stage, multiply, acc);
   // epilogue
   const int lane = tid % 32, gq = lane / 4, tq = lane % 4;
   const int ZPQ = g.Z * g.P * g.Q;
@@ -427,30 +437,12 @@ __global__ void __launch_bounds__(256, 1) igemm_tc_wgrad(const T* __restrict__ d
   };
   const int mt_n = active_tiles(g.Kout - (m0 + wm * 64), 16), nt_n = active_tiles(cols - (n0 + wn * 32), 8);
   float acc[4][4][4];
-#pragma unroll
-  for (int mt = 0; mt < 4; ++mt)
-#pragma unroll
-    for (int nt = 0; nt < 4; ++nt)
-#pragma unroll
-      for (int i = 0; i < 4; ++i) acc[mt][nt][i] = 0.f;
-#pragma unroll
-  for (int s = 0; s < TC_STAGES - 1; ++s) {
-    if (s < KT) load_stage(s, s);
-    cp_async_commit();
-  }
-  cp_async_wait<TC_STAGES - 2>();
-  __syncthreads();
-  for (int kt = 0; kt < KT; ++kt) {
-    const int next = kt + TC_STAGES - 1;
-    if (next < KT) load_stage(next % TC_STAGES, next);
-    cp_async_commit();
-    const int stage = kt % TC_STAGES;
+  auto multiply = [&](int stage) {
 #pragma unroll
     for (int ks = 0; ks < 2; ++ks)
       TcMath<T>::mn_step(smem.a[stage], smem.b[stage], wm, wn, ks, acc, g.passes, mt_n, nt_n);
-    cp_async_wait<TC_STAGES - 2>();
-    __syncthreads();
-  }
+  };
+  tc_pipeline(KT, load_stage, multiply, acc);
   const int lane = tid % 32, gq = lane / 4, tq = lane % 4;
 #pragma unroll
   for (int mt = 0; mt < 4; ++mt)

@@ -360,7 +360,7 @@ def test_split_k_wgrad_and_determinism(monkeypatch):
                             padding=((0, 0), (0, 0)), dilation=(1, 1), groups=1, dtype="float16",
                             op="wgrad").expand(3).canonical()
     splits, chunk = implicit_gemm_tc.wgrad_splits(q)
-    assert splits > 1 and chunk % implicit_gemm_tc.BK["float16"] == 0
+    assert splits > 1 and chunk % implicit_gemm_tc.stage_depth("float16") == 0
     first = co.conv_grad_weight(x, gy, w_shape, backend="cuda-sim", algorithm="implicit_gemm_tc")
     second = co.conv_grad_weight(x, gy, w_shape, backend="cuda-sim", algorithm="implicit_gemm_tc")
     assert_close(first, ref, "float16")

@@ -27,9 +27,13 @@ declare_source("implicit_gemm_tc.cu", ("tc_pack_activation", "tc_pack_weight", "
                types=("half_t", "float"), min_arch=80)
 
 DTYPES = ("float16", "float32")
-TILE = 128                                   # BM = BN
-VEC = {"float16": 8, "float32": 4}           # elements per 16-byte chunk
-BK = {"float16": 32, "float32": 16}          # reduction elements per stage
+TILE = 128  # BM = BN
+
+
+def stage_depth(dtype: str) -> int:
+    """Reduction elements per pipeline stage (64 bytes: 32 halves, 16 floats;
+    any dtype, so reasons() can be asked of float64)."""
+    return 64 // np.dtype(dtype).itemsize
 
 TC_FIELDS = ("N", "Cp", "Dp", "Hp", "Wp", "Z", "P", "Q", "T", "R", "S", "sd", "sh", "sw", "dd", "dh", "dw",
              "Kp", "Kout", "Cout", "has_bias", "passes")
@@ -41,7 +45,7 @@ PAD_MODE = {"zeros": 0, "reflect": 1, "replicate": 2, "circular": 3, "symmetric"
 
 def packed(channels: int, dtype: str) -> int:
     """Channels rounded up to whole 16-byte chunks."""
-    v = 16 // np.dtype(dtype).itemsize  # (VEC[dtype]; any dtype, so reasons() can be asked of float64)
+    v = 16 // np.dtype(dtype).itemsize  # VEC in the kernel (any dtype, so reasons() can be asked of float64)
     return -(-channels // v) * v
 
 
@@ -128,7 +132,7 @@ def wgrad_splits(q) -> tuple[int, int]:
     config.cuda_target_blocks blocks, at most config.cuda_max_splits, none
     shorter than config.cuda_min_split; chunk a multiple of the stage depth."""
     red = q.n * int(np.prod(q.out_size))
-    bk = 64 // np.dtype(q.dtype).itemsize  # (BK[dtype]; any dtype, so reasons() can be asked of float64)
+    bk = stage_depth(q.dtype)
     if red == 0:
         return 1, bk
     tiles = -(-q.c_out // TILE) * -(-(int(np.prod(q.kernel)) * packed(q.c_in, q.dtype)) // TILE)
