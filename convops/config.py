@@ -183,3 +183,31 @@ sim_default_arch = _env("CONVOPS_SIM_ARCH", "sm_80", _arch)
 sim_race_shadow_bytes = _env_bytes("CONVOPS_SIM_RACE_SHADOW_BYTES", 4 * 2**30)
 # Worker threads per launch (blocks run in parallel); 0: one per CPU.
 sim_threads = _env_int("CONVOPS_SIM_THREADS", 0)
+
+
+# ---- what selection may depend on ---------------------------------------------------
+def _frozen(value):
+    if isinstance(value, dict):
+        return tuple(sorted((k, _frozen(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return tuple(_frozen(v) for v in (sorted(value) if isinstance(value, (set, frozenset)) else value))
+    return value
+
+
+def fingerprint() -> tuple:
+    """Every setting's current value, hashable: the dispatcher memoizes plans
+    under it, so changing any knob (``convops.config.x = ...``) is seen by
+    the next call.  (Per call, so cheap: a dict of tuples is taken as its
+    items; anything else unhashable is frozen.)"""
+    g = globals()
+    key = tuple(tuple(g[n].items()) if type(g[n]) is dict else g[n] for n in _SETTINGS)
+    try:
+        hash(key)
+    except TypeError:  # a setting replaced by a list, or a dict holding one
+        key = tuple(_frozen(g[n]) for n in _SETTINGS)
+    return key
+
+
+_SETTINGS = tuple(name for name, value in globals().items()
+                  if not name.startswith("_") and not callable(value) and not isinstance(value, type(os))
+                  and name not in ("annotations", "validation"))

@@ -8,6 +8,7 @@ listing every candidate's reasons.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -102,8 +103,34 @@ def plan_subproblem(problem: ConvProblem, backend: str) -> Plan:
 
 
 def plan(call: Call, backend: str = "auto", algorithm: str = "auto") -> Plan:
-    impls, excluded = candidates(call.problem, call.kind, backend, algorithm)
-    return select(call.problem, impls, auto=(algorithm == "auto"), excluded=excluded)
+    """The plan of a validated call, memoized: selection is a pure function of
+    the problem, the array kind, the request, the settings, the registry and
+    (for device arrays) the current device, so a repeated call skips it."""
+    key = (call.problem, call.kind, backend, algorithm, config.fingerprint(), registry.state(),
+           _device_key(call.kind))
+    found = _plans.get(key)
+    if found is None:
+        impls, excluded = candidates(call.problem, call.kind, backend, algorithm)
+        found = select(call.problem, impls, auto=(algorithm == "auto"), excluded=excluded)
+        with _plans_lock:
+            if len(_plans) >= _PLANS_KEPT:  # a training loop has a few dozen problems; a sweep must not grow this
+                _plans.clear()
+            _plans[key] = found
+    return found
+
+
+_plans: dict = {}
+_plans_lock = threading.Lock()
+_PLANS_KEPT = 4096
+
+
+def _device_key(kind: str):
+    """The current CUDA device for device arrays (its compute capability
+    decides what can run); nothing for host arrays."""
+    if kind != "cuda":
+        return None
+    import cupy
+    return cupy.cuda.runtime.getDevice()
 
 
 def _namespace(a):

@@ -133,6 +133,14 @@ def register(impl: Implementation) -> Implementation:
     return impl
 
 
+def state() -> tuple:
+    """What selection reads from the registry, hashable (memoized plans name
+    it): the implementations by identity (a plan refers to its candidates, so
+    their ids stay theirs while it is kept), the backends and the unavailable ones."""
+    _load()
+    return tuple(map(id, _implementations)), tuple(BACKENDS.items()), tuple(sorted(_unavailable.items()))
+
+
 def _load():
     """Import every backend's module (which registers its implementations),
     once; other threads wait until it is done."""

@@ -2,27 +2,34 @@
 // Kg = K / C, output channel k reads input channel k / Kg).
 #include "conv_common.cuh"
 
-#define DW_TP 8   // output rows per fwd tile
+#define DW_TP 8   // thread rows per fwd block (one warp per row)
 #define DW_TQ 32  // output columns per fwd tile (one warp per row)
+#define DW_RPT 4  // fwd: at most this many output rows per thread (DW_TP * rpt rows per tile)
+#define DW_MIN_BLOCKS 4  // fwd blocks per SM the registers must allow: a memory-bound kernel hides latency with warps
 
 // depthwise_fwd: y = depthwise conv(x, w) + bias.
-// Block -> tile: one block per (n, k, z, 8 x 32 output tile), blocks looped
-// grid-stride (the loop bound is uniform, so barriers are too); thread
-// (tq, tp) = (tid % 32, tid / 32) computes output (p0 + tp, q0 + tq).  For
-// each depth tap t the tile's input patch with its halo -- rows
-// (DW_TP-1)*sh + (R-1)*dh + 1, columns (DW_TQ-1)*sw + (S-1)*dw + 1 -- is
-// staged in dynamic shared memory (read through the padding mode; padded
-// zeros are real zeros that multiply).  Limits: the patch must fit the
-// dynamic shared memory the launcher requests (supports() checks 48 KiB).
+// Block -> tile: one block per (n, k, z, 8*rpt x 32 output tile), blocks
+// looped grid-stride (the loop bound is uniform, so barriers are too); thread
+// (tq, tp) = (tid % 32, tid / 32) computes outputs (p0 + tp + 8i, q0 + tq) for
+// i < rpt (rows per thread, 1..DW_RPT, the launcher's choice: the most whose
+// patch fits), each weight loaded once for its rpt products.  For each depth
+// tap t the tile's input patch with its halo -- rows (8*rpt-1)*sh + (R-1)*dh
+// + 1, columns (DW_TQ-1)*sw + (S-1)*dw + 1 -- is staged in dynamic shared
+// memory (read through the padding mode; padded zeros are real zeros that
+// multiply), rows by warp and columns by lane.  Limits: the patch must fit
+// the dynamic shared memory the launcher requests (supports() checks 48 KiB
+// at rpt = 1).
 template <class T>
-__global__ void __launch_bounds__(256, 1) depthwise_fwd(const T* __restrict__ x, const T* __restrict__ w,
-                                                      const T* __restrict__ bias, T* __restrict__ y, ConvGeom g) {
+__global__ void __launch_bounds__(256, DW_MIN_BLOCKS) depthwise_fwd(const T* __restrict__ x, const T* __restrict__ w,
+                                                                    const T* __restrict__ bias, T* __restrict__ y,
+                                                                    ConvGeom g, int rpt) {
   typedef typename Acc<T>::type A;
   extern __shared__ __align__(16) unsigned char dw_smem[];
   A* patch = reinterpret_cast<A*>(dw_smem);
-  const int rows = (DW_TP - 1) * g.sh + (g.R - 1) * g.dh + 1;
+  const int tile_p = DW_TP * rpt;
+  const int rows = (tile_p - 1) * g.sh + (g.R - 1) * g.dh + 1;
   const int cols = (DW_TQ - 1) * g.sw + (g.S - 1) * g.dw + 1;
-  const int tiles_p = (g.P + DW_TP - 1) / DW_TP, tiles_q = (g.Q + DW_TQ - 1) / DW_TQ;
+  const int tiles_p = (g.P + tile_p - 1) / tile_p, tiles_q = (g.Q + DW_TQ - 1) / DW_TQ;
   const int nblocks = g.N * g.K * g.Z * tiles_p * tiles_q;  // < 2^31: supports()
   const int tq = threadIdx.x % DW_TQ, tp = threadIdx.x / DW_TQ;
   const int ylim = (g.P - 1) * g.sh - g.ph + (g.R - 1) * g.dh;  // the last row and column any output reads
@@ -35,30 +42,48 @@ __global__ void __launch_bounds__(256, 1) depthwise_fwd(const T* __restrict__ x,
     const int k = rest % g.K;
     const int n = rest / g.K;
     const int c = k / g.Kg;
-    const int p = bp * DW_TP + tp, q = bq * DW_TQ + tq;
-    const int y0 = bp * DW_TP * g.sh - g.ph, x0 = bq * DW_TQ * g.sw - g.pw;
-    A acc = 0;
+    const int p0 = bp * tile_p, q = bq * DW_TQ + tq;
+    const int y0 = p0 * g.sh - g.ph, x0 = bq * DW_TQ * g.sw - g.pw;
+    A acc[DW_RPT];
+#pragma unroll
+    for (int i = 0; i < DW_RPT; ++i) acc[i] = A(0);
     for (int t = 0; t < g.T; ++t) {
       __syncthreads();  // the previous patch is no longer read
-      const int zi = z * g.sd - g.pd + t * g.dd;
-      for (int e = threadIdx.x; e < rows * cols; e += blockDim.x) {
-        // a patch of a partial tile reaches past what any output reads (past
-        // the padding, where the padding mode's index map does not hold)
-        const int yy = y0 + e / cols, xx = x0 + e % cols;
-        const index_t off = yy <= ylim && xx <= xlim ? input_offset(g, n, c, zi, yy, xx) : -1;
-        patch[e] = off >= 0 ? load(x, off) : A(0);
+      const int zi = source_index(z * g.sd - g.pd + t * g.dd, g.D, g.mode);
+      // a patch of a partial tile reaches past what any output reads (past the
+      // padding, where the padding mode's index map does not hold): zeros there
+      for (int ry = tp; ry < rows; ry += DW_TP) {
+        const int yy = y0 + ry;
+        const int sy = yy <= ylim ? source_index(yy, g.H, g.mode) : -1;
+        const index_t row = (zi | sy) >= 0 ? ((((index_t)n * g.C + c) * g.D + zi) * g.H + sy) * g.W : -1;
+        for (int cx = tq; cx < cols; cx += DW_TQ) {
+          const int xx = x0 + cx;
+          const int sx = xx <= xlim ? source_index(xx, g.W, g.mode) : -1;
+          patch[ry * cols + cx] = row >= 0 && sx >= 0 ? load(x, row + sx) : A(0);
+        }
       }
       __syncthreads();
-      if (p < g.P && q < g.Q) {
+      if (q < g.Q) {
         const index_t wbase = ((index_t)k * g.T + t) * g.R * g.S;
         for (int r = 0; r < g.R; ++r)
-          for (int s = 0; s < g.S; ++s)
-            acc += patch[(tp * g.sh + r * g.dh) * cols + tq * g.sw + s * g.dw] * load(w, wbase + r * g.S + s);
+          for (int s = 0; s < g.S; ++s) {
+            const A wv = load(w, wbase + r * g.S + s);
+            const A* in = patch + (tp * g.sh + r * g.dh) * cols + tq * g.sw + s * g.dw;
+#pragma unroll
+            for (int i = 0; i < DW_RPT; ++i)  // rows past P multiply the patch's zeros: not stored
+              if (i < rpt) acc[i] += in[DW_TP * i * g.sh * cols] * wv;
+          }
       }
     }
-    if (p < g.P && q < g.Q) {
-      if (g.has_bias) acc += load(bias, k);
-      store(y, (((index_t)n * g.K + k) * g.Z + z) * g.P * (index_t)g.Q + (index_t)p * g.Q + q, acc);
+    if (q < g.Q) {
+#pragma unroll
+      for (int i = 0; i < DW_RPT; ++i) {
+        const int p = p0 + tp + DW_TP * i;
+        if (i >= rpt || p >= g.P) continue;
+        A v = acc[i];
+        if (g.has_bias) v += load(bias, k);
+        store(y, (((index_t)n * g.K + k) * g.Z + z) * g.P * (index_t)g.Q + (index_t)p * g.Q + q, v);
+      }
     }
   }
 }

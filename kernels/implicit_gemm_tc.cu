@@ -47,42 +47,71 @@ struct TcGeom {
   int passes;             // float32: TF32 products per tile, 6 (exact), 3 (3xTF32) or 1 (TF32)
 };
 
+// MIN_BLOCKS: blocks per SM the register budget must allow (__launch_bounds__):
+// float16 2 (<= 128 registers a thread, so one block's barrier stalls are hidden
+// by the other's work); float32 1 (its TF32 pieces need more registers).
 template <class T> struct TcTraits {  // float16 (half_t)
-  enum { VEC = 8, BK = 32 };           // elements per 16-byte chunk; reduction elements per stage
+  enum { VEC = 8, BK = 32, MIN_BLOCKS = 2 };  // elements per 16-byte chunk; reduction elements per stage
 };
 template <> struct TcTraits<float> {
-  enum { VEC = 4, BK = 16 };
+  enum { VEC = 4, BK = 16, MIN_BLOCKS = 1 };
 };
 
 // ---- pack kernels -----------------------------------------------------------------------------
 // tc_pack_activation: dst[n, z, y, x, c] (N, Dp, Hp, Wp, Cp) =
 //   src[n, c, source(z - lo_d), source(y - lo_h), source(x - lo_w)] (N, C, D, H, W)
 // through the padding mode (zeros: outside the input reads 0; lo may be
-// negative: a window inside the input); c >= C reads 0.  One thread per
-// destination element, grid-stride, 64-bit.
+// negative: a window inside the input); c >= C reads 0.
+// A transpose through shared memory: one block per 32 (x) x 32 (c) tile of one
+// destination row (n, z, y), tiles looped grid-stride (the loop bound is
+// uniform, so the barriers are too); 256 threads = 32 x 8.  Thread (tx, ty)
+// reads src at x0 + tx for channels c0 + ty + 8i (consecutive threads,
+// consecutive x: coalesced) and writes dst at channel c0 + tx for pixels
+// x0 + ty + 8i (consecutive channels: coalesced).  Tile indices are 32-bit
+// (supports(): packed pixels below 2^31), element offsets 64-bit.
 struct TcPack {
   int N, C, D, H, W;  // source
   int Dp, Hp, Wp, Cp;  // destination
   int lo_d, lo_h, lo_w, mode;
 };
 
+#define TC_PACK_TILE 32
+
 template <class T>
 __global__ void __launch_bounds__(256, 1) tc_pack_activation(const T* __restrict__ src, T* __restrict__ dst, TcPack g) {
-  const index_t total = (index_t)g.N * g.Dp * g.Hp * g.Wp * g.Cp;
-  GRID_STRIDE_LOOP(i, total) {
-    index_t rest = i;
-    const int c = (int)(rest % g.Cp); rest /= g.Cp;
-    const int x = (int)(rest % g.Wp); rest /= g.Wp;
-    const int y = (int)(rest % g.Hp); rest /= g.Hp;
-    const int z = (int)(rest % g.Dp);
-    const int n = (int)(rest / g.Dp);
-    T v = T();  // zero (half_t: bits 0)
-    if (c < g.C) {
-      const int sz = source_index(z - g.lo_d, g.D, g.mode), sy = source_index(y - g.lo_h, g.H, g.mode),
-                sx = source_index(x - g.lo_w, g.W, g.mode);
-      if ((sz | sy | sx) >= 0) v = src[(((index_t)n * g.C + c) * g.D + sz) * g.H * (index_t)g.W + (index_t)sy * g.W + sx];
+  __shared__ T tile[TC_PACK_TILE][TC_PACK_TILE + 1];  // [c][x]; +1: the transposed reads hit 32 banks
+  const int tx = threadIdx.x % TC_PACK_TILE, ty = threadIdx.x / TC_PACK_TILE;
+  const int tiles_x = (g.Wp + TC_PACK_TILE - 1) / TC_PACK_TILE, tiles_c = (g.Cp + TC_PACK_TILE - 1) / TC_PACK_TILE;
+  const int rows = g.N * g.Dp * g.Hp;  // destination rows (n, z, y): < 2^31, supports()
+  const index_t tiles = (index_t)rows * tiles_x * tiles_c;
+  for (index_t b = blockIdx.x; b < tiles; b += gridDim.x) {
+    const int ct = (int)(b % tiles_c);
+    index_t rest = b / tiles_c;
+    const int xt = (int)(rest % tiles_x);
+    int row = (int)(rest / tiles_x);
+    const int y = row % g.Hp; row /= g.Hp;
+    const int z = row % g.Dp;
+    const int n = row / g.Dp;
+    const int x0 = xt * TC_PACK_TILE, c0 = ct * TC_PACK_TILE;
+    const int sz = source_index(z - g.lo_d, g.D, g.mode), sy = source_index(y - g.lo_h, g.H, g.mode);
+    const int x = x0 + tx;
+    const int sx = x < g.Wp ? source_index(x - g.lo_w, g.W, g.mode) : -1;
+    const bool inside = (sz | sy | sx) >= 0;
+    __syncthreads();  // the previous tile has been written out
+#pragma unroll
+    for (int i = 0; i < TC_PACK_TILE / 8; ++i) {
+      const int c = c0 + ty + 8 * i;
+      T v = T();  // zero (half_t: bits 0)
+      if (inside && c < g.C) v = src[(((index_t)n * g.C + c) * g.D + sz) * g.H * (index_t)g.W + (index_t)sy * g.W + sx];
+      tile[ty + 8 * i][tx] = v;
     }
-    dst[i] = v;
+    __syncthreads();
+    const index_t row_base = (((index_t)n * g.Dp + z) * g.Hp + y) * g.Wp;
+#pragma unroll
+    for (int i = 0; i < TC_PACK_TILE / 8; ++i) {
+      const int xx = x0 + ty + 8 * i, c = c0 + tx;
+      if (xx < g.Wp && c < g.Cp) dst[(row_base + xx) * g.Cp + c] = tile[tx][ty + 8 * i];
+    }
   }
 }
 
@@ -209,33 +238,42 @@ template <> struct TcMath<float> {
   // Split the raw float32 fragments (split_tf32 in mma.cuh) and multiply with
   // `passes` TF32 products per tile: 6 (exact products, the default), 3 (3xTF32)
   // or 1 (TF32).  The small terms go first, hi*hi last (CUTLASS's order).
-  // A is split once per m-tile, B once per (m-tile, n-tile): fewer live registers.
+  // Each fragment element is split once per k-step: B's four n-tiles first (32
+  // registers of pieces), then A one m-tile at a time.  The splits, not the
+  // products, bound this kernel's speed (ALU-bound on an H100), so none is repeated.
   static __device__ __forceinline__ void multiply(const unsigned (&ra)[4][4], const unsigned (&rb)[4][2],
                                                    float (&acc)[4][4][4], int passes, int mt_n, int nt_n) {
+    unsigned bh[4][2], bf[4][2], bm[4][2], bl[4][2];
+#pragma unroll
+    for (int nt = 0; nt < 4; ++nt)
+#pragma unroll
+      for (int i = 0; i < 2; ++i)
+        if (nt < nt_n) split_tf32(__uint_as_float(rb[nt][i]), bh[nt][i], bf[nt][i], bm[nt][i], bl[nt][i]);
 #pragma unroll
     for (int mt = 0; mt < 4; ++mt) {
       if (mt >= mt_n) break;
       unsigned ah[4], af[4], am[4], al[4];
 #pragma unroll
       for (int i = 0; i < 4; ++i) split_tf32(__uint_as_float(ra[mt][i]), ah[i], af[i], am[i], al[i]);
-#pragma unroll
-      for (int nt = 0; nt < 4; ++nt) {
-        if (nt >= nt_n) break;
-        unsigned bh[2], bf[2], bm[2], bl[2];
-#pragma unroll
-        for (int i = 0; i < 2; ++i) split_tf32(__uint_as_float(rb[nt][i]), bh[i], bf[i], bm[i], bl[i]);
-        if (passes >= 6) {
-          mma_tf32_1688(acc[mt][nt], al, bf);
-          mma_tf32_1688(acc[mt][nt], af, bl);
-          mma_tf32_1688(acc[mt][nt], am, bm);
-        }
-        if (passes >= 3) {
-          mma_tf32_1688(acc[mt][nt], am, bf);
-          mma_tf32_1688(acc[mt][nt], af, bm);
-        }
-        mma_tf32_1688(acc[mt][nt], ah, bh);
+      // one product at a time across the n-tiles: four independent accumulators
+      // between two dependent mma (the order of each tile's sum is unchanged)
+      if (passes >= 6) {
+        product(acc[mt], al, bf, nt_n);
+        product(acc[mt], af, bl, nt_n);
+        product(acc[mt], am, bm, nt_n);
       }
+      if (passes >= 3) {
+        product(acc[mt], am, bf, nt_n);
+        product(acc[mt], af, bm, nt_n);
+      }
+      product(acc[mt], ah, bh, nt_n);
     }
+  }
+  static __device__ __forceinline__ void product(float (&acc)[4][4], const unsigned (&a)[4], const unsigned (&b)[4][2],
+                                                  int nt_n) {
+#pragma unroll
+    for (int nt = 0; nt < 4; ++nt)
+      if (nt < nt_n) mma_tf32_1688(acc[nt], a, b[nt]);
   }
   static __device__ __forceinline__ void kc_step(const uint4* As, const uint4* Bs, int wm, int wn, int ks,
                                                   float (&acc)[4][4][4], int passes, int mt_n, int nt_n) {
@@ -312,7 +350,7 @@ __device__ __forceinline__ void tc_pipeline(int KT, Load& load_stage, Multiply& 
 // from the accumulators, converted to T.  Limits: M, Kp, the packed element
 // count of act and wp below 2^31 pixels / 2^63 elements (supports()).
 template <class T>
-__global__ void __launch_bounds__(256, 1) igemm_tc_fwd(const T* __restrict__ act, const T* __restrict__ wp,
+__global__ void __launch_bounds__(TC_THREADS, TcTraits<T>::MIN_BLOCKS) igemm_tc_fwd(const T* __restrict__ act, const T* __restrict__ wp,
                                                         const T* __restrict__ bias, T* __restrict__ y, TcGeom g) {
   typedef TcTraits<T> Tr;
   __shared__ TcShared smem;
@@ -322,23 +360,21 @@ __global__ void __launch_bounds__(256, 1) igemm_tc_fwd(const T* __restrict__ act
   const int cv_count = g.Cp / Tr::VEC, KV = g.T * g.R * g.S * cv_count, KT = (KV + 3) / 4;
   const int c = tid % 4;
   // this thread's two A rows (output positions) and two B rows (output channels)
-  int pix[2];
-  bool a_ok[2], b_ok[2];
-  index_t b_base[2];
+  int pix[2];  // -1: past M
+  bool b_ok[2];
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
     const int m = m0 + tid / 4 + 64 * i;
-    a_ok[i] = m < M;
-    int rest = a_ok[i] ? m : 0;
+    int rest = m < M ? m : 0;
     const int q = rest % g.Q; rest /= g.Q;
     const int p = rest % g.P; rest /= g.P;
     const int z = rest % g.Z;
     const int n = rest / g.Z;
-    pix[i] = ((n * g.Dp + z * g.sd) * g.Hp + p * g.sh) * g.Wp + q * g.sw;
-    const int kn = n0 + tid / 4 + 64 * i;
-    b_ok[i] = kn < g.Kp;
-    b_base[i] = (index_t)(b_ok[i] ? kn : 0) * KV * Tr::VEC;
+    pix[i] = m < M ? ((n * g.Dp + z * g.sd) * g.Hp + p * g.sh) * g.Wp + q * g.sw : -1;
+    b_ok[i] = n0 + tid / 4 + 64 * i < g.Kp;
   }
+  // this thread's first B row (output channel n0 + tid / 4); the second is 64 rows on
+  const T* const b_row = wp + (index_t)(n0 + tid / 4) * KV * Tr::VEC;
   auto load_stage = [&](int stage, int kt) {
     const int kv = kt * 4 + c;
     const bool k_ok = kv < KV;
@@ -348,11 +384,11 @@ __global__ void __launch_bounds__(256, 1) igemm_tc_fwd(const T* __restrict__ act
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
       const int row = tid / 4 + 64 * i;
-      const bool ok = a_ok[i] && k_ok;
+      const bool ok = pix[i] >= 0 && k_ok;
       const T* src = ok ? act + ((index_t)(pix[i] + tap_pix) * g.Cp + cv * Tr::VEC) : act;
       cp_async_16(&smem.a[stage][kc_chunk(row, c)], src, ok ? 16 : 0);
       const bool okb = b_ok[i] && k_ok;
-      const T* srcb = okb ? wp + (b_base[i] + (index_t)kv * Tr::VEC) : wp;
+      const T* srcb = okb ? b_row + ((index_t)(64 * i) * KV + kv) * Tr::VEC : wp;
       cp_async_16(&smem.b[stage][kc_chunk(row, c)], srcb, okb ? 16 : 0);
     }
   };
@@ -360,7 +396,7 @@ __global__ void __launch_bounds__(256, 1) igemm_tc_fwd(const T* __restrict__ act
   const int mt_n = active_tiles(M - (m0 + wm * 64), 16), nt_n = active_tiles(g.Kout - (n0 + wn * 32), 8);
   float acc[4][4][4];
   auto multiply = [&](int stage) {
-#pragma unroll
+#pragma unroll 1  // one k-step's fragments live at a time (registers: two blocks per SM for float16)
     for (int ks = 0; ks < 2; ++ks)
       TcMath<T>::kc_step(smem.a[stage], smem.b[stage], wm, wn, ks, acc, g.passes, mt_n, nt_n);
   };
@@ -398,7 +434,7 @@ __global__ void __launch_bounds__(256, 1) igemm_tc_fwd(const T* __restrict__ act
 // partial[split, kn, c, t, r, s] (float32) for kn < K, c < C; sum_splits adds
 // the slices.  Limits: K, columns and the reduction below 2^31 (supports()).
 template <class T>
-__global__ void __launch_bounds__(256, 1) igemm_tc_wgrad(const T* __restrict__ dyp, const T* __restrict__ act,
+__global__ void __launch_bounds__(TC_THREADS, TcTraits<T>::MIN_BLOCKS) igemm_tc_wgrad(const T* __restrict__ dyp, const T* __restrict__ act,
                                                           float* __restrict__ partial, TcGeom g, int splits, int chunk) {
   typedef TcTraits<T> Tr;
   enum { CPR = TC_BM / Tr::VEC, ROW_STEP = TC_THREADS / CPR, LOADS = Tr::BK / ROW_STEP };

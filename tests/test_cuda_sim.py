@@ -186,3 +186,24 @@ def test_supports_refuses_what_the_kernels_cannot_launch():
                                  padding=((2047, 2047), (2047, 2047)), dilation=(1, 1), groups=64,
                                  padding_mode="reflect", op="dgrad")
     assert any("2^31" in r for r in impls[("dgrad", "depthwise")].reasons(padded))
+
+
+@pytest.mark.parametrize("shape, kw, rpt", [
+    ((2, 3, 37, 33), dict(padding=1, padding_mode="reflect"), 4),           # 2 row tiles (32 + 5), 2 column tiles
+    ((1, 2, 20, 9), dict(padding=(2, 0), stride=(1, 2), dilation=2), 3),   # 3 rows per thread: 24 > 20 rows
+    ((1, 2, 100, 110), dict(stride=(4, 1), dilation=(1, 49)), 2),          # the patch limit halves 4 -> 2
+    ((1, 2, 100, 230), dict(stride=(4, 1), dilation=(1, 109)), 1),         # ... and 2 -> 1
+])
+def test_depthwise_fwd_rows_per_thread(shape, kw, rpt):
+    """fwd's tiles of 8*rpt rows: every choice of rpt, partial tiles, and the
+    patch limit that lowers it, against the reference."""
+    from convops.cuda import depthwise
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal(shape).astype(np.float32)
+    w = rng.standard_normal((shape[1] * 2, 1, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(shape[1] * 2).astype(np.float32)
+    kw = dict(kw, groups=shape[1])
+    q = common.kernel_problem(co.explain(x, w, backend="cuda-sim", algorithm="depthwise", **kw).problem)
+    assert depthwise.rows_per_thread(q) == rpt
+    out = co.conv(x, w, b, backend="cuda-sim", algorithm="depthwise", **kw)
+    assert_close(out, co.conv(x, w, b, backend="numpy", **kw), "float32")

@@ -174,3 +174,29 @@ def test_explain_shows_the_phase_subproblems():
                       op="conv")
     assert len(plan.parts) == 1 and plan.parts[0].chosen.name == "numba/depthwise"
     assert plan.parts[0].problem.n == 4  # the 2 x 2 dilation phases as a batch
+
+
+def test_plans_are_memoized_but_see_every_change(fake_backend, monkeypatch):
+    """A repeated call reuses its plan; a changed setting, a changed registry
+    or another request is a new plan, never a stale one."""
+    x, w = np.ones((1, 4, 8, 8)), np.ones((4, 4, 3, 3))
+    first = co.explain(x, w)
+    assert co.explain(x, w) is first  # memoized
+    assert first.chosen.backend == "fake"
+    # a setting: the fake backend moved behind numpy
+    monkeypatch.setitem(co.config.auto_backends, "numpy", ("numpy", "fake"))
+    assert co.explain(x, w).chosen.backend == "numpy"
+    monkeypatch.setitem(co.config.auto_backends, "numpy", ("fake", "numpy"))
+    assert co.explain(x, w).chosen.backend == "fake"
+    # a setting replaced by an unhashable value still keys the plan
+    monkeypatch.setitem(co.config.auto_backends, "numpy", ["numpy", "fake"])
+    assert co.explain(x, w).chosen.backend == "numpy"
+    monkeypatch.setitem(co.config.auto_backends, "numpy", ("fake", "numpy"))
+    # the registry: the fake implementation replaced (as a test or plugin would)
+    replaced = [dataclasses.replace(i, supports=lambda p: ["switched off"]) if i.backend == "fake" else i
+                for i in registry._implementations]
+    monkeypatch.setattr(registry, "_implementations", replaced)
+    assert co.explain(x, w).chosen.backend == "numpy"
+    # another problem, another request
+    assert co.explain(x, w, stride=2).problem != first.problem
+    assert co.explain(x, w, backend="numpy").chosen.backend == "numpy"

@@ -315,9 +315,16 @@ def test_spin_wait_hits_the_watchdog(k, monkeypatch):
     _still_works(k)
 
 
-def test_ctrl_c_interrupts_a_launch(tmp_path):
+@pytest.mark.parametrize("inherited", ["default", "ignored"])
+def test_ctrl_c_interrupts_a_launch(tmp_path, inherited):
+    # A process started with SIGINT ignored keeps it ignored, and Python then installs no
+    # KeyboardInterrupt handler: so it is when pytest runs as a background job of a
+    # non-interactive shell (`bash -c 'pytest ... &'` ignores SIGINT and SIGQUIT in the job).
+    # The child restores the handler an interactive Python has; "ignored" starts it that way.
     script = tmp_path / "spin.py"
     script.write_text(textwrap.dedent(f"""
+        import signal
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         import numpy as np
         from convops.sim import SimModule
         m = SimModule({SOURCE!r})
@@ -328,13 +335,21 @@ def test_ctrl_c_interrupts_a_launch(tmp_path):
         except KeyboardInterrupt:
             print("interrupted", flush=True)
     """))
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
+    command = [sys.executable, str(script)]
+    if inherited == "ignored":  # exec the child with SIGINT ignored (SIG_IGN survives exec)
+        command = [sys.executable, "-c", "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+                   "os.execv(sys.argv[1], sys.argv[1:])", *command]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True,
                             env={**os.environ, "CONVOPS_SIM_WATCHDOG": "600"})
-    assert proc.stdout.readline().strip() == "launching"
-    time.sleep(2)
-    proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=60)
-    assert "interrupted" in out
+    try:
+        assert proc.stdout.readline().strip() == "launching"
+        time.sleep(2)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+        assert "interrupted" in out
+    finally:  # a child that missed the signal would spin on (and its worker) until the watchdog
+        proc.kill()
+        proc.communicate()
 
 
 # ---- 18. launch limits ------------------------------------------------------------------------------

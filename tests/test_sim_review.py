@@ -336,6 +336,32 @@ def test_misaligned_vector_load(k):
         k("misaligned_float2")((1,), (2,), (base[1:], np.zeros(2, np.float32)))
 
 
+def test_thread_locals_of_the_cpp_runtime_are_not_shared_memory(monkeypatch):
+    """Found on a GPU machine (g++ 13.3, 2026-11-22): the executable held a
+    16-byte thread-local of libsupc++ ('(anonymous namespace)::get_global()::global'),
+    counted as every kernel's static shared memory, so a kernel using exactly
+    48 KiB was refused.  Only the thread-locals the kernel source defines count."""
+    from convops.sim import module as sim_module
+    real = sim_module._symbols
+
+    def with_a_runtime_tls(executable):
+        return real(executable) + [(1 << 20, 16, "TLS", ".tbss", "(anonymous namespace)::get_global()::global",
+                                    "_ZZN12_GLOBAL__N_110get_globalEvE6global")]
+    monkeypatch.setattr(sim_module, "_symbols", with_a_runtime_tls)
+    mod = SimModule(r'''
+__global__ void all_48k(float* out) {
+    __shared__ float s[12288];                                      // 48 KiB: the limit, allowed
+    for (int i = threadIdx.x; i < 12288; i += blockDim.x) s[i] = i;
+    __syncthreads();
+    out[threadIdx.x] = s[12287 - threadIdx.x];
+}''')
+    kernel = mod.get_function("all_48k")
+    assert kernel.static_shared_bytes == 49152
+    out = np.zeros(32, np.float32)
+    kernel((1,), (32,), (out,))
+    np.testing.assert_array_equal(out, 12287 - np.arange(32))
+
+
 def test_overrun_of_static_shared_memory_names_shared_memory(k):
     with pytest.raises(sim.SimOutOfBoundsError, match=r"shared_overrun: out-of-bounds write of 4 bytes at static "
                                                       r"shared memory byte offset \d+, outside every __shared__ "

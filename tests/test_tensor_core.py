@@ -259,6 +259,7 @@ CASES = [
     ((1, 9, 7), (3, 9, 3), dict(padding=2, padding_mode="reflect")),
     ((1, 3, 6, 5), (4, 3, 3, 3), dict(padding=1, padding_mode="circular", stride=(2, 1))),
     ((1, 2, 4, 5, 6), (3, 2, 2, 3, 2), dict(stride=(1, 2, 1), padding=1)),       # 3-D
+    ((2, 36, 3, 35), (5, 36, 3, 3), dict(padding=(1, 2), padding_mode="replicate")),  # 2 x 2 packing tiles
 ]
 
 
@@ -418,3 +419,15 @@ def test_workspace_bytes_covers_what_dgrad_packs(dtype, xs, ws, kw, monkeypatch)
     assert_close(gx, co.conv_grad_input(dy, w, xs, backend="numpy", **kw), dtype)
     per_launch = [a + b for a, b in zip(sizes[::2], sizes[1::2])]  # (activation, weight) per stride-1 launch
     assert per_launch and max(per_launch) <= implicit_gemm_tc.workspace_bytes(p)
+
+
+def test_packing_and_mainloop_grid_stride(monkeypatch):
+    """One block for every grid-stride launch (the packing kernels loop over
+    their tiles): same result as the reference."""
+    from convops import config
+    monkeypatch.setattr(config, "cuda_max_grid_blocks", 1)
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((2, 36, 3, 35)).astype(np.float16)
+    w = rng.standard_normal((5, 36, 3, 3)).astype(np.float16)
+    for name, out, ref in _passes(x, w, None, padding=1, padding_mode="reflect"):
+        assert_close(out, ref, "float16")

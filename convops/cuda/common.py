@@ -80,6 +80,7 @@ def arch_reasons(backend: str, min_arch: int) -> list[str]:
     return []
 
 
+@functools.lru_cache(maxsize=None)
 def options() -> tuple[str, ...]:
     """NVRTC options the launchers pass (the simulator takes the same)."""
     return ("-std=c++17", f"-I{kernels_dir() / 'include'}")
@@ -142,6 +143,7 @@ def blocks(total: int, threads: int = 256) -> int:
 
 
 # ---- problems -------------------------------------------------------------------------
+@functools.lru_cache(maxsize=1024)  # per call, and ConvProblem is immutable
 def kernel_problem(problem: ConvProblem) -> ConvProblem:
     """What the kernels run: 3-D, canonical parameters, the user's dtype and padding mode."""
     return problem.expand(3).canonical()

@@ -13,14 +13,25 @@ from .implicit_gemm import acc_dtype
 
 declare_source("depthwise.cu", ("depthwise_fwd", "depthwise_dgrad", "depthwise_wgrad"))
 
-TP, TQ = 8, 32  # DW_TP, DW_TQ in depthwise.cu
+TP, TQ, RPT = 8, 32, 4  # DW_TP, DW_TQ, DW_RPT in depthwise.cu
 SHARED_LIMIT = 48 * 1024  # dynamic shared memory without an opt-in, on every architecture
 
 
-def patch_bytes(q) -> int:
-    rows = (TP - 1) * q.stride[1] + (q.kernel[1] - 1) * q.dilation[1] + 1
+def patch_bytes(q, rpt: int = 1) -> int:
+    """Shared memory of fwd's input patch for tiles of TP*rpt x TQ outputs."""
+    rows = (TP * rpt - 1) * q.stride[1] + (q.kernel[1] - 1) * q.dilation[1] + 1
     cols = (TQ - 1) * q.stride[2] + (q.kernel[2] - 1) * q.dilation[2] + 1
     return rows * cols * np.dtype(acc_dtype(q.dtype)).itemsize
+
+
+def rows_per_thread(q) -> int:
+    """fwd's output rows per thread: up to RPT (fewer halo rows per output,
+    one weight load per rpt products), no more than the output has, and the
+    patch within SHARED_LIMIT (rpt = 1 always fits: supports())."""
+    rpt = min(RPT, -(-q.out_size[1] // TP))
+    while rpt > 1 and patch_bytes(q, rpt) > SHARED_LIMIT:
+        rpt //= 2
+    return rpt
 
 
 def supports(problem) -> list:
@@ -36,9 +47,11 @@ def supports(problem) -> list:
 
 def fwd(rt, q, x, w, bias):
     y = rt.empty(q.y_shape, q.dtype)
-    tiles = -(-q.out_size[1] // TP) * -(-q.out_size[2] // TQ)
+    rpt = rows_per_thread(q)
+    tiles = -(-q.out_size[1] // (TP * rpt)) * -(-q.out_size[2] // TQ)
     rt.launch(kernel(rt, "depthwise.cu", "depthwise_fwd", q.dtype), (blocks(q.n * q.c_out * q.out_size[0] * tiles, 1),),
-              (256,), (x, w, bias_arg(rt, bias, q.dtype), y, geometry(q, bias is not None)), shared_mem=patch_bytes(q))
+              (256,), (x, w, bias_arg(rt, bias, q.dtype), y, geometry(q, bias is not None), np.int32(rpt)),
+              shared_mem=patch_bytes(q, rpt))
     return y
 
 

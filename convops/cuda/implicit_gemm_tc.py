@@ -40,6 +40,7 @@ TC_FIELDS = ("N", "Cp", "Dp", "Hp", "Wp", "Z", "P", "Q", "T", "R", "S", "sd", "s
 TC_GEOM = np.dtype([(f, np.int32) for f in TC_FIELDS])
 PACK_FIELDS = ("N", "C", "D", "H", "W", "Dp", "Hp", "Wp", "Cp", "lo_d", "lo_h", "lo_w", "mode")
 PACK_GEOM = np.dtype([(f, np.int32) for f in PACK_FIELDS])
+PACK_TILE = 32  # TC_PACK_TILE: tc_pack_activation's (x, c) tile
 PAD_MODE = {"zeros": 0, "reflect": 1, "replicate": 2, "circular": 3, "symmetric": 4}
 
 
@@ -70,7 +71,8 @@ def _pack_activation(rt, a, dtype, lo, extent, mode):
     out = rt.empty((n,) + tuple(extent) + (cp,), dtype)
     geom = _struct(PACK_GEOM, dict(N=n, C=c, D=a.shape[2], H=a.shape[3], W=a.shape[4], Dp=extent[0], Hp=extent[1],
                                    Wp=extent[2], Cp=cp, lo_d=lo[0], lo_h=lo[1], lo_w=lo[2], mode=PAD_MODE[mode]))
-    rt.launch(kernel(rt, "implicit_gemm_tc.cu", "tc_pack_activation", dtype), (blocks(out.size),), (256,),
+    tiles = n * int(np.prod(extent[:2])) * -(-extent[2] // PACK_TILE) * -(-cp // PACK_TILE)
+    rt.launch(kernel(rt, "implicit_gemm_tc.cu", "tc_pack_activation", dtype), (blocks(tiles, 1),), (256,),
               (a, out, geom))
     return out
 

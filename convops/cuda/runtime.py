@@ -48,8 +48,10 @@ class CupyRuntime:
 
     def launch(self, kernel, grid, block, args, shared_mem: int = 0):
         # CuPy passes a struct by value from a size-1 NumPy array, not from a
-        # NumPy structured scalar (np.void), which the simulator takes
-        args = tuple(np.asarray(a).reshape(1) if isinstance(a, np.void) else a for a in args)
+        # NumPy structured scalar (np.void), which the simulator takes; its bytes
+        # as one plain void element, since CuPy reads the array's interface and
+        # that of a structured dtype costs ~40 us a launch on the host
+        args = tuple(_by_value(a) if isinstance(a, np.void) else a for a in args)
         kernel(grid, block, args, shared_mem=shared_mem)
 
     def synchronize(self) -> None:
@@ -75,6 +77,10 @@ class CupyRuntime:
     def device_of(self, a):
         """Context in which to compute on ``a``'s device (results land there)."""
         return _cupy().cuda.Device(_cupy().asarray(a).device.id)
+
+
+def _by_value(struct: np.void) -> np.ndarray:
+    return np.frombuffer(struct.tobytes(), dtype=np.dtype((np.void, struct.dtype.itemsize)))
 
 
 _constants: "collections.OrderedDict" = collections.OrderedDict()

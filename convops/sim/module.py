@@ -218,7 +218,10 @@ def _build_once(target: Path, steps) -> None:
 
 
 def _run(cmd, what, **kw):
-    done = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    except OSError as e:  # a tool missing: binutils come with g++
+        raise SimCompileError(f"{what} failed: {e}") from None
     if done.returncode:
         raise SimCompileError(f"{what} failed:\n{done.stderr.strip()}")
     return done.stdout
@@ -251,8 +254,26 @@ def _dependencies(cxx: str, text: str, flags: list[str]) -> bytes:
     return b"".join(Path(f).read_bytes() for f in sorted(files) if not f.startswith(str(INCLUDE)))
 
 
-def _symbols(executable: Path) -> list[tuple[int, int, str, str, str]]:
-    """(value, size, type, section, demangled name) of the executable's symbols (binutils)."""
+_SHARED_NAMES = "convops_shared_names"  # section of a built executable: its kernels' TLS symbols, one per line
+
+
+def _defined_tls(obj: Path) -> list[str]:
+    """Mangled names of the thread-local symbols an object file defines."""
+    rows = (ln.split() for ln in _run(["readelf", "-sW", str(obj)], f"reading the symbols of {obj.name}").splitlines())
+    return sorted({r[7] for r in rows if len(r) >= 8 and r[0].endswith(":") and r[3] == "TLS" and r[6] != "UND"})
+
+
+def _section_text(executable: Path, section: str) -> str:
+    """The contents of one (non-loaded) section of an executable, as text."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "section"
+        _run(["objcopy", "--dump-section", f"{section}={out}", str(executable), str(Path(tmp) / "copy")],
+             f"reading section {section} of {executable}")
+        return out.read_text()
+
+
+def _symbols(executable: Path) -> list[tuple[int, int, str, str, str, str]]:
+    """(value, size, type, section, demangled name, mangled name) of the executable's symbols (binutils)."""
     try:
         sections = {}
         for line in subprocess.run(["readelf", "-SW", str(executable)], capture_output=True, text=True,
@@ -268,7 +289,7 @@ def _symbols(executable: Path) -> list[tuple[int, int, str, str, str]]:
     except (OSError, subprocess.CalledProcessError) as e:
         raise SimCompileError(f"reading the symbols of {executable} needs binutils' readelf and c++filt (installed "
                               f"with g++): {e}") from None
-    return [(int(r[1], 16), int(r[2], 0), r[3], sections.get(r[6], r[6]), name) for r, name in zip(rows, names)]
+    return [(int(r[1], 16), int(r[2], 0), r[3], sections.get(r[6], r[6]), name, r[7]) for r, name in zip(rows, names)]
 
 
 def _function(name: str) -> str:
@@ -345,11 +366,13 @@ class SimModule:
         self._hello = None
         symbols = _symbols(self.executable)
         # static __shared__ variables: (offset in the TLS block, size, owner function, name)
-        self._shared = [(value, size, _owner(name), name) for value, size, kind, _, name in symbols if kind == "TLS"]
+        ours = set(_section_text(self.executable, _SHARED_NAMES).split())
+        self._shared = [(value, size, _owner(name), name) for value, size, kind, _, name, mangled in symbols
+                        if kind == "TLS" and mangled in ours]
         # __device__ variables: (address, size, name)
-        self.device_variables = [(value, size, name) for value, size, kind, section, name in symbols
+        self.device_variables = [(value, size, name) for value, size, kind, section, name, _ in symbols
                                  if kind == "OBJECT" and section in ("convops_kdata", "convops_kbss") and size]
-        self._functions_at = {value: _function(name) for value, _, kind, _, name in symbols if kind == "FUNC"}
+        self._functions_at = {value: _function(name) for value, _, kind, _, name, _ in symbols if kind == "FUNC"}
 
     def _build(self, filename: str) -> Path:
         cxx = compiler()
@@ -380,7 +403,12 @@ class SimModule:
             # the kernel's writable data in sections of its own (the runtime finds __device__ variables there)
             _run(["objcopy", "--rename-section", ".data=convops_kdata", "--rename-section", ".bss=convops_kbss",
                   str(obj)], f"preparing {filename}")
+            # which thread-locals are the kernels' static shared memory: those this object defines (the
+            # C++ runtime may bring TLS of its own into the executable, e.g. libsupc++'s exception globals)
+            names = tmp / "shared-names.txt"
+            names.write_text("".join(f"{m}\n" for m in _defined_tls(obj)))
             _run([cxx, str(obj), str(runtime), "-no-pie", "-pthread", "-o", str(exe)], f"linking {filename}")
+            _run(["objcopy", "--add-section", f"{_SHARED_NAMES}={names}", str(exe)], f"preparing {filename}")
             return exe
         _build_once(target, steps)
         return target
