@@ -159,6 +159,10 @@ cuda_target_blocks = 264
 cuda_max_splits = 64
 # ... none shorter than this many reduction steps.
 cuda_min_split = 256
+# depthwise wgrad: slices of the output tiles until the launch has about this
+# many blocks (each block walks its slice's tiles one after another, so it is
+# latency-bound; 8 per SM of a 132-SM H100).
+cuda_depthwise_wgrad_blocks = 1056
 
 # ---- SIMT simulator (convops.sim) ---------------------------------------------
 # Stack of each simulated GPU thread (a fiber); a deeper thread is reported as

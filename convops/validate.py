@@ -8,6 +8,7 @@ out of this module.
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from typing import NamedTuple, Sequence
@@ -25,6 +26,9 @@ INT_LIMIT = 2**31 - 1
 ELEMENT_LIMIT = 2**62
 _WEIGHT_NAMES = {1: "(C_out, C_in/groups, kW)", 2: "(C_out, C_in/groups, kH, kW)",
                  3: "(C_out, C_in/groups, kD, kH, kW)"}
+
+
+_DTYPE_NAMES = {np.dtype(name): name for name in DTYPES}  # native byte order (others: by dtype.name)
 
 
 def _shape(a) -> tuple[int, ...]:
@@ -61,13 +65,14 @@ def check_arrays(**arrays) -> tuple[str, str]:
             continue
         kinds[name] = array_kind(name, a)
         dt = _dtype_of(a)
-        if dt.name not in DTYPES:
+        dt_name = _DTYPE_NAMES.get(dt) or dt.name  # (dtype.name is slow, and this runs on every call)
+        if dt_name not in DTYPES:
             raise TypeError(f"{name} must be a floating-point array (float16, float32 or float64), "
                             f"got {name} of dtype {dt.name}")
         if dtype is None:
-            dtype, first = dt.name, name
-        elif dt.name != dtype:
-            raise TypeError(f"{name} dtype {dt.name} does not match {first} dtype {dtype}; "
+            dtype, first = dt_name, name
+        elif dt_name != dtype:
+            raise TypeError(f"{name} dtype {dt_name} does not match {first} dtype {dtype}; "
                             f"{', '.join(arrays)} must share a dtype")
     if len(set(kinds.values())) > 1:
         desc = ", ".join(f"{n} is a {k} array" for n, k in kinds.items())
@@ -251,6 +256,7 @@ class Call(NamedTuple):
     batched: bool
 
 
+@functools.lru_cache(maxsize=1024)  # pure; a training loop asks for the same few problems every step
 def _forward_problem(x_shape, w_shape, params: Params, dtype: str, op: str, x_name="input") -> ConvProblem:
     """Forward geometry of batched ``x_shape`` and ``w_shape``: channels, groups,
     padding resolution and the checks that need the input size."""

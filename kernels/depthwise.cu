@@ -5,7 +5,8 @@
 #define DW_TP 8   // thread rows per fwd block (one warp per row)
 #define DW_TQ 32  // output columns per fwd tile (one warp per row)
 #define DW_RPT 4  // fwd: at most this many output rows per thread (DW_TP * rpt rows per tile)
-#define DW_MIN_BLOCKS 4  // fwd blocks per SM the registers must allow: a memory-bound kernel hides latency with warps
+#define DW_MIN_BLOCKS 4
+#define DW_WG_TAPS 16  // wgrad: taps (r, s) per block, one accumulator register each  // fwd blocks per SM the registers must allow: a memory-bound kernel hides latency with warps
 
 // depthwise_fwd: y = depthwise conv(x, w) + bias.
 // Block -> tile: one block per (n, k, z, 8*rpt x 32 output tile), blocks
@@ -128,43 +129,92 @@ __global__ void __launch_bounds__(256, 1) depthwise_dgrad(const T* __restrict__ 
   }
 }
 
-// depthwise_wgrad: dw[k, 0, t, r, s] = sum over n, z, p, q of dy * xpad.
-// Block -> element: one block (256 threads) per weight element, blocks
-// looped grid-stride; thread i sums the outputs i, i + 256, ... in order,
-// then a shared-memory tree reduction (fixed pairing) adds the 256 partial
-// sums: deterministic, no atomics.
+// depthwise_wgrad: partial[split, k, t, r, s] = the sum over the output tiles
+// of slice `split` of dy[n, k, z, p, q] * xpad[n, c, z*sd + t*dd, p*sh + r*dh, q*sw + s*dw]
+// (sum_splits in implicit_gemm.cu adds the slices in order: dw).
+// Block -> (k, t, group of DW_WG_TAPS taps (r, s) in r*S + s order), blocks
+// looped grid-stride over K*T*groups; grid y = split, its tiles a contiguous
+// range of the (n, z, 8 x 32 output tile) list.  Per tile the block stages the
+// input patch at depth tap t as fwd does (rows by warp, columns by lane, through
+// the padding mode); thread (tq, tp) then adds dy(p0 + tp, q0 + tq) times the
+// patch under each of its group's taps to one accumulator per tap (offsets in
+// registers), so x and dy are read once per tap group, not once per weight
+// element.  Then one shared-memory tree reduction (fixed pairing) per tap:
+// deterministic, no atomics.  Limits: the patch fits 48 KiB (supports()).
 template <class T>
-__global__ void __launch_bounds__(256, 1) depthwise_wgrad(const T* __restrict__ x, const T* __restrict__ dy,
-                                                        T* __restrict__ dw, ConvGeom g) {
+__global__ void __launch_bounds__(256, 2) depthwise_wgrad(const T* __restrict__ x, const T* __restrict__ dy,
+                                                        typename Acc<T>::type* __restrict__ partial, ConvGeom g,
+                                                        int chunk) {
   typedef typename Acc<T>::type A;
-  __shared__ A partial[256];
-  const int count = g.K * g.T * g.R * g.S;
-  const index_t red = (index_t)g.N * g.Z * g.P * g.Q;  // < 2^31: supports()
+  extern __shared__ __align__(16) unsigned char dw_smem[];
+  A* patch = reinterpret_cast<A*>(dw_smem);
+  __shared__ A red[256];
+  const int rows = (DW_TP - 1) * g.sh + (g.R - 1) * g.dh + 1;
+  const int cols = (DW_TQ - 1) * g.sw + (g.S - 1) * g.dw + 1;
+  const int tiles_p = (g.P + DW_TP - 1) / DW_TP, tiles_q = (g.Q + DW_TQ - 1) / DW_TQ;
+  const int ntiles = g.N * g.Z * tiles_p * tiles_q;  // < 2^31: supports()
+  const int tile_lo = blockIdx.y * chunk, tile_hi = min(ntiles, tile_lo + chunk);
+  const int taps = g.R * g.S, groups = (taps + DW_WG_TAPS - 1) / DW_WG_TAPS;
+  const int count = g.K * g.T * groups;
+  const int tq = threadIdx.x % DW_TQ, tp = threadIdx.x / DW_TQ;
+  const int ylim = (g.P - 1) * g.sh - g.ph + (g.R - 1) * g.dh;  // the last row and column any output reads
+  const int xlim = (g.Q - 1) * g.sw - g.pw + (g.S - 1) * g.dw;
   const int plane = g.Z * g.P * g.Q;
   for (int e = blockIdx.x; e < count; e += gridDim.x) {
-    int rest = e;
-    const int s = rest % g.S; rest /= g.S;
-    const int r = rest % g.R; rest /= g.R;
-    const int t = rest % g.T;
-    const int k = rest / g.T;
+    const int group = e % groups, t = (e / groups) % g.T, k = e / (groups * g.T);
     const int c = k / g.Kg;
-    A acc = 0;
-    for (index_t mm = threadIdx.x; mm < red; mm += blockDim.x) {  // (64-bit: red may be near 2^31)
-      const int m = (int)mm;
-      const int n = m / plane;
-      const int pos = m % plane;
-      const int q = pos % g.Q, p = (pos / g.Q) % g.P, z = pos / (g.Q * g.P);
-      const index_t off = input_offset(g, n, c, z * g.sd - g.pd + t * g.dd, p * g.sh - g.ph + r * g.dh,
-                                       q * g.sw - g.pw + s * g.dw);
-      acc += load(dy, ((index_t)n * g.K + k) * plane + pos) * (off >= 0 ? load(x, off) : A(0));
+    const int first = group * DW_WG_TAPS, ntaps = min(DW_WG_TAPS, taps - first);
+    int off[DW_WG_TAPS];  // patch offset of each tap of the group
+#pragma unroll
+    for (int j = 0; j < DW_WG_TAPS; ++j) {
+      const int tap = min(first + j, taps - 1);
+      off[j] = (tap / g.S) * g.dh * cols + (tap % g.S) * g.dw;
     }
-    partial[threadIdx.x] = acc;
-    __syncthreads();
-    for (int half = 128; half > 0; half >>= 1) {
-      if ((int)threadIdx.x < half) partial[threadIdx.x] += partial[threadIdx.x + half];
+    A acc[DW_WG_TAPS];
+#pragma unroll
+    for (int j = 0; j < DW_WG_TAPS; ++j) acc[j] = A(0);
+    for (int tile = tile_lo; tile < tile_hi; ++tile) {
+      int rest = tile;
+      const int bq = rest % tiles_q; rest /= tiles_q;
+      const int bp = rest % tiles_p; rest /= tiles_p;
+      const int z = rest % g.Z;
+      const int n = rest / g.Z;
+      const int y0 = bp * DW_TP * g.sh - g.ph, x0 = bq * DW_TQ * g.sw - g.pw;
+      const int zi = source_index(z * g.sd - g.pd + t * g.dd, g.D, g.mode);
+      __syncthreads();  // the previous patch is no longer read
+      for (int ry = tp; ry < rows; ry += DW_TP) {
+        const int yy = y0 + ry;
+        const int sy = yy <= ylim ? source_index(yy, g.H, g.mode) : -1;
+        const index_t row = (zi | sy) >= 0 ? ((((index_t)n * g.C + c) * g.D + zi) * g.H + sy) * g.W : -1;
+        for (int cx = tq; cx < cols; cx += DW_TQ) {
+          const int xx = x0 + cx;
+          const int sx = xx <= xlim ? source_index(xx, g.W, g.mode) : -1;
+          patch[ry * cols + cx] = row >= 0 && sx >= 0 ? load(x, row + sx) : A(0);
+        }
+      }
       __syncthreads();
+      const int p = bp * DW_TP + tp, q = bq * DW_TQ + tq;
+      if (p < g.P && q < g.Q) {
+        const A d = load(dy, ((index_t)n * g.K + k) * plane + ((index_t)z * g.P + p) * g.Q + q);
+        const A* in = patch + tp * g.sh * cols + tq * g.sw;
+#pragma unroll
+        for (int j = 0; j < DW_WG_TAPS; ++j)
+          if (j < ntaps) acc[j] += d * in[off[j]];
+      }
     }
-    if (threadIdx.x == 0) store(dw, e, partial[0]);
-    __syncthreads();  // partial[0] is read before the next element overwrites it
+    // one tree reduction per tap (the same pairing every time)
+#pragma unroll
+    for (int j = 0; j < DW_WG_TAPS; ++j) {
+      if (j >= ntaps) break;  // uniform across the block
+      red[threadIdx.x] = acc[j];
+      __syncthreads();
+      for (int half = 128; half > 0; half >>= 1) {
+        if ((int)threadIdx.x < half) red[threadIdx.x] += red[threadIdx.x + half];
+        __syncthreads();
+      }
+      if (threadIdx.x == 0)
+        partial[(index_t)blockIdx.y * g.K * g.T * taps + ((index_t)k * g.T + t) * taps + first + j] = red[0];
+      __syncthreads();  // red[0] is read before the next tap overwrites it
+    }
   }
 }

@@ -207,3 +207,23 @@ def test_depthwise_fwd_rows_per_thread(shape, kw, rpt):
     assert depthwise.rows_per_thread(q) == rpt
     out = co.conv(x, w, b, backend="cuda-sim", algorithm="depthwise", **kw)
     assert_close(out, co.conv(x, w, b, backend="numpy", **kw), "float32")
+
+
+@pytest.mark.parametrize("target_blocks", [1, 64, 10**6])
+def test_depthwise_wgrad_tap_groups_and_slices(monkeypatch, target_blocks):
+    """wgrad's blocks: taps in groups of 16 (a 5x5 kernel: two groups, the
+    second partial), depth taps, a channel multiplier, and the tile list in one
+    slice, several, or one per tile (slices past the end add zeros)."""
+    from convops.cuda import depthwise
+    monkeypatch.setattr(config, "cuda_depthwise_wgrad_blocks", target_blocks)
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal((2, 3, 3, 11, 37)).astype(np.float64)
+    w_shape = (6, 1, 2, 5, 5)
+    kw = dict(padding=(1, 2, 3), stride=(1, 2, 1), groups=3, padding_mode="reflect")
+    gy = rng.standard_normal(co.conv(x, np.ones(w_shape), backend="numpy", **kw).shape)
+    q = common.kernel_problem(co.explain(x, gy, op="conv_grad_weight", weight_shape=w_shape, backend="cuda-sim",
+                                         algorithm="depthwise", **kw).problem)
+    splits = depthwise.wgrad_plan(q)[1]
+    assert (splits == 1) if target_blocks == 1 else (splits > 1)
+    out = co.conv_grad_weight(x, gy, w_shape, backend="cuda-sim", algorithm="depthwise", **kw)
+    assert_close(out, co.conv_grad_weight(x, gy, w_shape, backend="numpy", **kw), "float64")

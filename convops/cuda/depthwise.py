@@ -1,19 +1,20 @@
 """``depthwise`` on the CUDA backends: kernels/depthwise.cu (groups == C, any
 channel multiplier, stride and dilation): fwd on shared-memory tiles with
-their halo, dgrad a gather, wgrad one deterministic block reduction per
-weight element."""
+their halo, dgrad a gather, wgrad on the same tiles with one accumulator per
+tap and deterministic reductions (split over the tiles, slices summed in order)."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from .. import config
 from .common import (Passes, bias_arg, blocks, declare_source, geometry, int32_index_reasons, kernel,
                      register_algorithm)
 from .implicit_gemm import acc_dtype
 
 declare_source("depthwise.cu", ("depthwise_fwd", "depthwise_dgrad", "depthwise_wgrad"))
 
-TP, TQ, RPT = 8, 32, 4  # DW_TP, DW_TQ, DW_RPT in depthwise.cu
+TP, TQ, RPT, WG_TAPS = 8, 32, 4, 16  # DW_TP, DW_TQ, DW_RPT, DW_WG_TAPS in depthwise.cu
 SHARED_LIMIT = 48 * 1024  # dynamic shared memory without an opt-in, on every architecture
 
 
@@ -39,7 +40,7 @@ def supports(problem) -> list:
     if problem.groups != problem.c_in:
         reasons.append(f"not depthwise (groups={problem.groups}, C_in={problem.c_in})")
     q = problem.expand(3).canonical()
-    if problem.op == "fwd" and patch_bytes(q) > SHARED_LIMIT:
+    if problem.op in ("fwd", "wgrad") and patch_bytes(q) > SHARED_LIMIT:
         reasons.append(f"the input patch of an {TP}x{TQ} output tile needs {patch_bytes(q)} bytes of shared "
                        f"memory (stride {q.stride[1:]}, dilation {q.dilation[1:]}), over {SHARED_LIMIT}")
     return reasons
@@ -63,14 +64,38 @@ def dgrad(rt, q, dy, w, bias):
     return dx
 
 
+def wgrad_plan(q) -> tuple[int, int, int]:
+    """(blocks, splits, chunk): wgrad's blocks over (k, t, tap group) and its
+    slices of the output-tile list, enough of them for
+    config.cuda_depthwise_wgrad_blocks blocks, at most config.cuda_max_splits,
+    each ``chunk`` tiles long; a function of the problem only."""
+    taps = q.kernel[1] * q.kernel[2]
+    elements = q.c_out * q.kernel[0] * -(-taps // WG_TAPS)
+    tiles = q.n * q.out_size[0] * -(-q.out_size[1] // TP) * -(-q.out_size[2] // TQ)
+    splits = max(1, min(-(-config.cuda_depthwise_wgrad_blocks // elements), config.cuda_max_splits, tiles))
+    chunk = max(1, -(-tiles // splits))
+    return min(elements, config.cuda_max_grid_blocks), -(-tiles // chunk) if tiles else 1, chunk
+
+
 def wgrad(rt, q, x, dy):
+    nblocks, splits, chunk = wgrad_plan(q)
+    partial = rt.empty((splits,) + q.w_shape, acc_dtype(q.dtype))
+    rt.launch(kernel(rt, "depthwise.cu", "depthwise_wgrad", q.dtype), (nblocks, splits), (256,),
+              (x, dy, partial, geometry(q), np.int32(chunk)), shared_mem=patch_bytes(q))
     dw = rt.empty(q.w_shape, q.dtype)
     count = int(np.prod(q.w_shape))
-    rt.launch(kernel(rt, "depthwise.cu", "depthwise_wgrad", q.dtype), (blocks(count, 1),), (256,),
-              (x, dy, dw, geometry(q)))
+    rt.launch(kernel(rt, "implicit_gemm.cu", "sum_splits", q.dtype), (blocks(count),), (256,),
+              (partial, dw, np.int64(count), np.int32(splits)))
     return dw
 
 
-register_algorithm("depthwise", Passes(fwd, dgrad, wgrad), supports=supports,
-                   description="CUDA depthwise: shared-memory halo tiles (fwd), gather (dgrad), deterministic "
-                               "block reduction per weight element (wgrad); any multiplier, stride, dilation")
+def workspace_bytes(problem) -> int:
+    if problem.op != "wgrad":
+        return 0
+    q = problem.expand(3).canonical()
+    return wgrad_plan(q)[1] * int(np.prod(q.w_shape)) * np.dtype(acc_dtype(q.dtype)).itemsize
+
+
+register_algorithm("depthwise", Passes(fwd, dgrad, wgrad), supports=supports, workspace_bytes=workspace_bytes,
+                   description="CUDA depthwise: shared-memory halo tiles (fwd and wgrad: one accumulator per tap, "
+                               "deterministic reductions), gather (dgrad); any multiplier, stride, dilation")
