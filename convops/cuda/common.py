@@ -149,6 +149,7 @@ def kernel_problem(problem: ConvProblem) -> ConvProblem:
     return problem.expand(3).canonical()
 
 
+@functools.lru_cache(maxsize=1024)  # per launch; the same few problems every training step
 def geometry(q: ConvProblem, has_bias: bool = False, mode: str | None = None) -> np.void:
     """The ConvGeom of a 3-D kernel problem, as the by-value struct argument."""
     values = dict(N=q.n, C=q.c_in, K=q.c_out, groups=q.groups, Cg=q.c_in // q.groups, Kg=q.c_out // q.groups)
@@ -184,7 +185,7 @@ def int32_index_reasons(problem: ConvProblem) -> list[str]:
 
 def bias_arg(rt, bias, dtype):
     """Kernels take a bias pointer always; a 1-element dummy when there is none."""
-    return rt.zeros((1,), dtype) if bias is None else bias
+    return rt.constant(("no bias", dtype), lambda: np.zeros(1, dtype)) if bias is None else bias
 
 
 def acc_dtype(dtype: str) -> str:

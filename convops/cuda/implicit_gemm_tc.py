@@ -16,6 +16,8 @@ wgrad splits its reduction (split-K) and adds the slices in a fixed order.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from .. import config
@@ -57,10 +59,15 @@ def passes() -> int:
 
 
 def _struct(dtype, values: dict) -> np.void:
-    for name, v in values.items():
+    return _struct_of(dtype, tuple(int(values[f]) for f in dtype.names))
+
+
+@functools.lru_cache(maxsize=1024)  # per launch; the same few geometries every training step
+def _struct_of(dtype, row: tuple) -> np.void:
+    for name, v in zip(dtype.names, row):
         if not -2**31 <= v < 2**31:
             raise ValueError(f"{name}={v} does not fit the kernels' 32-bit extents")
-    return np.array(tuple(values[f] for f in dtype.names), dtype)[()]
+    return np.array(row, dtype)[()]
 
 
 def _pack_activation(rt, a, dtype, lo, extent, mode):

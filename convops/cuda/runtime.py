@@ -44,7 +44,7 @@ class CupyRuntime:
         return _module(_cupy().cuda.runtime.getDevice(), source, tuple(options), tuple(name_expressions))
 
     def get_function(self, module, name: str):
-        return module.get_function(name)
+        return _function(module, name)
 
     def launch(self, kernel, grid, block, args, shared_mem: int = 0):
         # CuPy passes a struct by value from a size-1 NumPy array, not from a
@@ -80,7 +80,19 @@ class CupyRuntime:
 
 
 def _by_value(struct: np.void) -> np.ndarray:
-    return np.frombuffer(struct.tobytes(), dtype=np.dtype((np.void, struct.dtype.itemsize)))
+    return _struct_bytes(struct.tobytes())
+
+
+@functools.lru_cache(maxsize=1024)  # a training loop launches the same few geometries (CuPy copies the bytes)
+def _struct_bytes(raw: bytes) -> np.ndarray:
+    a = np.frombuffer(raw, dtype=np.dtype((np.void, len(raw))))
+    a.flags.writeable = False
+    return a
+
+
+@functools.lru_cache(maxsize=None)  # (RawModule.get_function costs ~5 us a launch)
+def _function(module, name: str):
+    return module.get_function(name)
 
 
 _constants: "collections.OrderedDict" = collections.OrderedDict()
