@@ -4,7 +4,7 @@ PyTorch, ``cudnn.benchmark = True``, TF32 off) on the CPU layer set at batch
 reported apart).  Ratio = cuDNN time / convops time.  Needs a GPU, CuPy and
 a CUDA build of torch; ci/gpu.sh runs it.
 
-Not yet run on a GPU (see bench/README.md).  Rows that run implicit_gemm_tc
+Measured on an H100 on 2026-11-22 (bench/README.md).  Rows that run implicit_gemm_tc
 also give the time of its packing kernels alone (``pack_ms``).
 """
 

@@ -19,11 +19,13 @@
 // memory (read through the padding mode; padded zeros are real zeros that
 // multiply), rows by warp and columns by lane.  Limits: the patch must fit
 // the dynamic shared memory the launcher requests (supports() checks 48 KiB
-// at rpt = 1).
+// at rpt = 1).  flip = 1 reads the weight flipped in every spatial dim: a
+// stride-1 dgrad with one output per channel (Kg = 1) is this kernel on dy,
+// padded by dilation*(k-1) - pad (the launcher's dgrad_as_fwd).
 template <class T>
 __global__ void __launch_bounds__(256, DW_MIN_BLOCKS) depthwise_fwd(const T* __restrict__ x, const T* __restrict__ w,
                                                                     const T* __restrict__ bias, T* __restrict__ y,
-                                                                    ConvGeom g, int rpt) {
+                                                                    ConvGeom g, int rpt, int flip) {
   typedef typename Acc<T>::type A;
   extern __shared__ __align__(16) unsigned char dw_smem[];
   A* patch = reinterpret_cast<A*>(dw_smem);
@@ -65,10 +67,13 @@ __global__ void __launch_bounds__(256, DW_MIN_BLOCKS) depthwise_fwd(const T* __r
       }
       __syncthreads();
       if (q < g.Q) {
-        const index_t wbase = ((index_t)k * g.T + t) * g.R * g.S;
+        // flip: w[k, 0, T-1-t, R-1-r, S-1-s] (dgrad run as this kernel), at wbase - (r*S + s)
+        const int taps = g.R * g.S;
+        const index_t wbase = flip ? ((index_t)k * g.T + g.T - 1 - t) * taps + taps - 1 : ((index_t)k * g.T + t) * taps;
+        const int wstep = flip ? -1 : 1;
         for (int r = 0; r < g.R; ++r)
           for (int s = 0; s < g.S; ++s) {
-            const A wv = load(w, wbase + r * g.S + s);
+            const A wv = load(w, wbase + wstep * (r * g.S + s));
             const A* in = patch + (tp * g.sh + r * g.dh) * cols + tq * g.sw + s * g.dw;
 #pragma unroll
             for (int i = 0; i < DW_RPT; ++i)  // rows past P multiply the patch's zeros: not stored

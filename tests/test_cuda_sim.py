@@ -227,3 +227,33 @@ def test_depthwise_wgrad_tap_groups_and_slices(monkeypatch, target_blocks):
     assert (splits == 1) if target_blocks == 1 else (splits > 1)
     out = co.conv_grad_weight(x, gy, w_shape, backend="cuda-sim", algorithm="depthwise", **kw)
     assert_close(out, co.conv_grad_weight(x, gy, w_shape, backend="numpy", **kw), "float64")
+
+
+@pytest.mark.parametrize("shape, wshape, kw, as_fwd", [
+    ((2, 3, 20, 37), (3, 1, 3, 3), dict(padding=1), True),
+    ((1, 2, 9, 11), (2, 1, 3, 5), dict(padding=((4, 0), (4, 1)), dilation=(2, 1)), True),  # pads up to d*(k-1)
+    ((1, 2, 9, 11), (2, 1, 3, 5), dict(padding=((4, 0), (5, 1)), dilation=(2, 1)), False),  # past it: gather
+    ((1, 2, 4, 5, 6), (2, 1, 2, 3, 2), dict(padding=(1, 0, 1), dilation=(2, 1, 1)), True),   # 3-D
+    ((1, 2, 9, 11), (4, 1, 3, 3), dict(padding=1), False),                                  # multiplier 2: gather
+    ((1, 2, 9, 11), (2, 1, 3, 3), dict(padding=1, stride=2), False),                        # strided: gather
+])
+def test_depthwise_dgrad_as_flipped_fwd(shape, wshape, kw, as_fwd):
+    """Stride-1 depthwise dgrad with one output per channel runs fwd's tiles on
+    dy with the flipped weight (else the gather); a non-finite weight always
+    takes the gather, whose terms are only the reference's."""
+    from convops.cuda import depthwise
+    rng = np.random.default_rng(17)
+    x = rng.standard_normal(shape).astype(np.float32)
+    w = rng.standard_normal(wshape).astype(np.float32)
+    kw = dict(kw, groups=shape[1])
+    gy = rng.standard_normal(co.conv(x, w, backend="numpy", **kw).shape).astype(np.float32)
+    q = common.kernel_problem(co.explain(gy, w, op="conv_grad_input", input_shape=shape, backend="cuda-sim",
+                                         algorithm="depthwise", **kw).problem)
+    assert (depthwise.dgrad_as_fwd(q) is not None) == as_fwd
+    for weight in (w, np.where(np.arange(w.size).reshape(w.shape) == 1, np.inf, w).astype(np.float32)):
+        out = co.conv_grad_input(gy, weight, shape, backend="cuda-sim", algorithm="depthwise", **kw)
+        assert_close(out, co.conv_grad_input(gy, weight, shape, backend="numpy", **kw), "float32")
+    b = rng.standard_normal(shape[1]).astype(np.float32)  # conv_transpose: dgrad with a bias
+    tkw = {k: v for k, v in kw.items() if k != "padding" or isinstance(v, int)}
+    out = co.conv_transpose(gy, w, b, backend="cuda-sim", algorithm="depthwise", **tkw)
+    assert_close(out, co.conv_transpose(gy, w, b, backend="numpy", **tkw), "float32")

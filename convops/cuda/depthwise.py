@@ -11,6 +11,7 @@ from .. import config
 from .common import (Passes, bias_arg, blocks, declare_source, geometry, int32_index_reasons, kernel,
                      register_algorithm)
 from .implicit_gemm import acc_dtype
+from ..problem import ConvProblem
 
 declare_source("depthwise.cu", ("depthwise_fwd", "depthwise_dgrad", "depthwise_wgrad"))
 
@@ -46,17 +47,34 @@ def supports(problem) -> list:
     return reasons
 
 
-def fwd(rt, q, x, w, bias):
+def fwd(rt, q, x, w, bias, flip: bool = False):
     y = rt.empty(q.y_shape, q.dtype)
     rpt = rows_per_thread(q)
     tiles = -(-q.out_size[1] // (TP * rpt)) * -(-q.out_size[2] // TQ)
     rt.launch(kernel(rt, "depthwise.cu", "depthwise_fwd", q.dtype), (blocks(q.n * q.c_out * q.out_size[0] * tiles, 1),),
-              (256,), (x, w, bias_arg(rt, bias, q.dtype), y, geometry(q, bias is not None), np.int32(rpt)),
-              shared_mem=patch_bytes(q, rpt))
+              (256,), (x, w, bias_arg(rt, bias, q.dtype), y, geometry(q, bias is not None), np.int32(rpt),
+                       np.int32(flip)), shared_mem=patch_bytes(q, rpt))
     return y
 
 
+def dgrad_as_fwd(q) -> ConvProblem | None:
+    """The forward problem a dgrad is, when it is one fwd can run: stride 1,
+    one output channel per input channel (Kg = 1), padding at most
+    dilation*(k-1) (the gradient dy is padded by the rest on each side), the
+    weight flipped, and its patch within SHARED_LIMIT; else None."""
+    pad = tuple((d * (k - 1) - lo, d * (k - 1) - hi) for d, k, (lo, hi) in zip(q.dilation, q.kernel, q.padding))
+    if q.c_out != q.c_in or any(s != 1 for s in q.stride) or min(min(p) for p in pad) < 0:
+        return None
+    f = ConvProblem.forward(n=q.n, c_in=q.c_in, c_out=q.c_in, in_size=q.out_size, kernel=q.kernel, stride=q.stride,
+                            padding=pad, dilation=q.dilation, groups=q.c_in, dtype=q.dtype)
+    return f if f.out_size == q.in_size and patch_bytes(f) <= SHARED_LIMIT else None
+
+
 def dgrad(rt, q, dy, w, bias):
+    f = dgrad_as_fwd(q)
+    # (fwd multiplies the weight by dy's zero padding too: exact only for a finite weight)
+    if f is not None and bool(np.isfinite(w).all()):
+        return fwd(rt, f, dy, w, bias, flip=True)
     dx = rt.empty(q.x_shape, q.dtype)
     total = int(np.prod(q.x_shape))
     rt.launch(kernel(rt, "depthwise.cu", "depthwise_dgrad", q.dtype), (blocks(total),), (256,),
