@@ -8,6 +8,27 @@
 #define DW_MIN_BLOCKS 4
 #define DW_WG_TAPS 16  // wgrad: taps (r, s) per block, one accumulator register each  // fwd blocks per SM the registers must allow: a memory-bound kernel hides latency with warps
 
+// The input patch fwd and wgrad tiles read: rows x cols of x[n, c, zi] from
+// (y0, x0), through the padding mode (zi < 0: a padded depth, zeros), rows by
+// warp and columns by lane (no divisions).  A patch of a partial tile reaches
+// past what any output reads (past row ylim or column xlim, beyond the padding,
+// where the padding mode's index map does not hold): zeros there.
+template <class A, class T>
+__device__ __forceinline__ void stage_patch(A* patch, const T* __restrict__ x, const ConvGeom& g, int n, int c, int zi,
+                                            int y0, int x0, int rows, int cols, int ylim, int xlim) {
+  const int tq = threadIdx.x % DW_TQ, tp = threadIdx.x / DW_TQ;
+  for (int ry = tp; ry < rows; ry += DW_TP) {
+    const int yy = y0 + ry;
+    const int sy = yy <= ylim ? source_index(yy, g.H, g.mode) : -1;
+    const index_t row = (zi | sy) >= 0 ? ((((index_t)n * g.C + c) * g.D + zi) * g.H + sy) * g.W : -1;
+    for (int cx = tq; cx < cols; cx += DW_TQ) {
+      const int xx = x0 + cx;
+      const int sx = xx <= xlim ? source_index(xx, g.W, g.mode) : -1;
+      patch[ry * cols + cx] = row >= 0 && sx >= 0 ? load(x, row + sx) : A(0);
+    }
+  }
+}
+
 // depthwise_fwd: y = depthwise conv(x, w) + bias.
 // Block -> tile: one block per (n, k, z, 8*rpt x 32 output tile), blocks
 // looped grid-stride (the loop bound is uniform, so barriers are too); thread
@@ -52,19 +73,8 @@ __global__ void __launch_bounds__(256, DW_MIN_BLOCKS) depthwise_fwd(const T* __r
     for (int i = 0; i < DW_RPT; ++i) acc[i] = A(0);
     for (int t = 0; t < g.T; ++t) {
       __syncthreads();  // the previous patch is no longer read
-      const int zi = source_index(z * g.sd - g.pd + t * g.dd, g.D, g.mode);
-      // a patch of a partial tile reaches past what any output reads (past the
-      // padding, where the padding mode's index map does not hold): zeros there
-      for (int ry = tp; ry < rows; ry += DW_TP) {
-        const int yy = y0 + ry;
-        const int sy = yy <= ylim ? source_index(yy, g.H, g.mode) : -1;
-        const index_t row = (zi | sy) >= 0 ? ((((index_t)n * g.C + c) * g.D + zi) * g.H + sy) * g.W : -1;
-        for (int cx = tq; cx < cols; cx += DW_TQ) {
-          const int xx = x0 + cx;
-          const int sx = xx <= xlim ? source_index(xx, g.W, g.mode) : -1;
-          patch[ry * cols + cx] = row >= 0 && sx >= 0 ? load(x, row + sx) : A(0);
-        }
-      }
+      stage_patch(patch, x, g, n, c, source_index(z * g.sd - g.pd + t * g.dd, g.D, g.mode), y0, x0, rows, cols,
+                  ylim, xlim);
       __syncthreads();
       if (q < g.Q) {
         // flip: w[k, 0, T-1-t, R-1-r, S-1-s] (dgrad run as this kernel), at wbase - (r*S + s)
@@ -185,18 +195,9 @@ __global__ void __launch_bounds__(256, 2) depthwise_wgrad(const T* __restrict__ 
       const int z = rest % g.Z;
       const int n = rest / g.Z;
       const int y0 = bp * DW_TP * g.sh - g.ph, x0 = bq * DW_TQ * g.sw - g.pw;
-      const int zi = source_index(z * g.sd - g.pd + t * g.dd, g.D, g.mode);
       __syncthreads();  // the previous patch is no longer read
-      for (int ry = tp; ry < rows; ry += DW_TP) {
-        const int yy = y0 + ry;
-        const int sy = yy <= ylim ? source_index(yy, g.H, g.mode) : -1;
-        const index_t row = (zi | sy) >= 0 ? ((((index_t)n * g.C + c) * g.D + zi) * g.H + sy) * g.W : -1;
-        for (int cx = tq; cx < cols; cx += DW_TQ) {
-          const int xx = x0 + cx;
-          const int sx = xx <= xlim ? source_index(xx, g.W, g.mode) : -1;
-          patch[ry * cols + cx] = row >= 0 && sx >= 0 ? load(x, row + sx) : A(0);
-        }
-      }
+      stage_patch(patch, x, g, n, c, source_index(z * g.sd - g.pd + t * g.dd, g.D, g.mode), y0, x0, rows, cols,
+                  ylim, xlim);
       __syncthreads();
       const int p = bp * DW_TP + tp, q = bq * DW_TQ + tq;
       if (p < g.P && q < g.Q) {
