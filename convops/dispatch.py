@@ -80,7 +80,7 @@ def select(problem: ConvProblem, impls: Sequence[Implementation], auto: bool = T
     """First implementation with no reasons; under ``auto`` heuristic
     declines count as reasons unless every runnable candidate declines.
     Pure: the result depends only on the arguments."""
-    considered = tuple((i, i.reasons(problem, auto=auto)) for i in impls)
+    considered = tuple((i, tuple(i.reasons(problem, auto=auto))) for i in impls)  # immutable: plans are shared
     chosen = next((i for i, r in considered if not r), None)
     if chosen is None and auto:
         chosen = next((i for i in impls if not i.reasons(problem)), None)
@@ -106,17 +106,23 @@ def plan(call: Call, backend: str = "auto", algorithm: str = "auto") -> Plan:
     """The plan of a validated call, memoized: selection is a pure function of
     the problem, the array kind, the request, the settings, the registry and
     (for device arrays) the current device, so a repeated call skips it."""
-    key = (call.problem, call.kind, backend, algorithm, config.fingerprint(), registry.state(),
-           _device_key(call.kind))
-    found = _plans.get(key)
+    registered, state = registry.state()
+    try:
+        key = (call.problem, call.kind, backend, algorithm, config.fingerprint(), state, _device_key(call.kind))
+        found = _plans.get(key)
+    except TypeError:  # a setting no key can hold (unhashable, or a dict with unsortable keys): no memo
+        key = found = None
     if found is None:
         impls, excluded = candidates(call.problem, call.kind, backend, algorithm)
         found = select(call.problem, impls, auto=(algorithm == "auto"), excluded=excluded)
-        with _plans_lock:
-            if len(_plans) >= _PLANS_KEPT:  # a training loop has a few dozen problems; a sweep must not grow this
-                _plans.clear()
-            _plans[key] = found
-    return found
+        if key is not None:
+            with _plans_lock:
+                if len(_plans) >= _PLANS_KEPT:  # a training loop has a few dozen problems; a sweep must not grow this
+                    _plans.clear()
+                # the entry keeps the implementations its key names by id alive, so no id is reused while it is kept
+                _plans[key] = (found, registered)
+        return found
+    return found[0]
 
 
 _plans: dict = {}
@@ -126,11 +132,15 @@ _PLANS_KEPT = 4096
 
 def _device_key(kind: str):
     """The current CUDA device for device arrays (its compute capability
-    decides what can run); nothing for host arrays."""
-    if kind != "cuda":
+    decides what can run); nothing for host arrays, or when none can be asked
+    (the backend's own reason then says why)."""
+    if kind != "cuda" or registry.unavailable_reason("cuda"):
         return None
-    import cupy
-    return cupy.cuda.runtime.getDevice()
+    try:
+        import cupy
+        return cupy.cuda.runtime.getDevice()
+    except Exception:  # no driver or device: selection reports the backend's reasons
+        return None
 
 
 def _namespace(a):

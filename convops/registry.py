@@ -133,12 +133,15 @@ def register(impl: Implementation) -> Implementation:
     return impl
 
 
-def state() -> tuple:
-    """What selection reads from the registry, hashable (memoized plans name
-    it): the implementations by identity (a plan refers to its candidates, so
-    their ids stay theirs while it is kept), the backends and the unavailable ones."""
+def state() -> tuple[tuple, tuple]:
+    """(implementations, key): what selection reads from the registry, the
+    key hashable for memoized plans: the implementations by identity (hashing
+    them would cost more than selecting; whoever keeps the key keeps the
+    returned implementations too, so no id is reused meanwhile), the backends
+    and the unavailable ones."""
     _load()
-    return tuple(map(id, _implementations)), tuple(BACKENDS.items()), tuple(sorted(_unavailable.items()))
+    registered = tuple(_implementations)
+    return registered, (tuple(map(id, registered)), tuple(BACKENDS.items()), tuple(sorted(_unavailable.items())))
 
 
 def _load():

@@ -257,3 +257,20 @@ def test_depthwise_dgrad_as_flipped_fwd(shape, wshape, kw, as_fwd):
     tkw = {k: v for k, v in kw.items() if k != "padding" or isinstance(v, int)}
     out = co.conv_transpose(gy, w, b, backend="cuda-sim", algorithm="depthwise", **tkw)
     assert_close(out, co.conv_transpose(gy, w, b, backend="numpy", **tkw), "float32")
+
+
+def test_depthwise_wgrad_leaves_room_for_its_partial_sums():
+    """wgrad's blocks hold 256 partial sums in static shared memory beside the
+    patch: a patch of exactly 48 KiB fits fwd but not wgrad, which declines
+    (another algorithm runs it) instead of failing at launch."""
+    rng = np.random.default_rng(19)
+    x = rng.standard_normal((1, 1, 89, 97)).astype(np.float32)
+    w_shape = (1, 1, 3, 3)
+    kw = dict(dilation=(44, 48), groups=1)
+    gy = rng.standard_normal((1, 1, 1, 1)).astype(np.float32)
+    assert co.explain(x, np.ones(w_shape, np.float32), backend="cuda-sim", **kw).chosen.algorithm == "depthwise"
+    plan = co.explain(x, gy, op="conv_grad_weight", weight_shape=w_shape, backend="cuda-sim", **kw)
+    reasons = dict((impl.algorithm, r) for impl, r in plan.considered)
+    assert any("over 48128" in r for r in reasons["depthwise"]) and plan.chosen.algorithm != "depthwise"
+    out = co.conv_grad_weight(x, gy, w_shape, backend="cuda-sim", **kw)
+    assert_close(out, co.conv_grad_weight(x, gy, w_shape, backend="numpy", **kw), "float32")

@@ -200,3 +200,31 @@ def test_plans_are_memoized_but_see_every_change(fake_backend, monkeypatch):
     # another problem, another request
     assert co.explain(x, w, stride=2).problem != first.problem
     assert co.explain(x, w, backend="numpy").chosen.backend == "numpy"
+
+
+def test_plans_without_a_memo_key(fake_backend, monkeypatch):
+    """Settings no key can hold (an unhashable value, a dict whose keys do not
+    sort) are not an error: the plan is computed, not memoized; and a plan's
+    reasons are tuples, so a shared plan cannot be changed by its reader."""
+    x, w = np.ones((1, 4, 8, 8)), np.ones((4, 4, 3, 3))
+    monkeypatch.setattr(co.config, "cuda_workspace_bytes", np.array(256 * 2**20))
+    assert co.explain(x, w).chosen.backend == "fake"
+    monkeypatch.setitem(co.config.auto_backends, None, ())
+    assert co.explain(x, w).chosen.backend == "fake"
+    assert all(isinstance(r, tuple) for _, r in co.explain(x, w).considered)
+
+
+def test_cuda_array_without_cupy_names_the_missing_backend(monkeypatch):
+    """A __cuda_array_interface__ object where CuPy cannot run gets the
+    backend's reason, not an import error from selection."""
+    registry.implementations()
+    if registry.unavailable_reason("cuda") is None:
+        pytest.skip("CuPy runs here: the backend is available")
+
+    class DeviceArray:
+        def __init__(self, shape):
+            self.shape = shape
+            self.__cuda_array_interface__ = {"shape": shape, "typestr": "<f4", "data": (0, False), "version": 3}
+
+    with pytest.raises(co.UnsupportedError, match=r"backend 'cuda' is unavailable"):
+        co.conv(DeviceArray((1, 2, 5, 5)), DeviceArray((2, 2, 3, 3)))

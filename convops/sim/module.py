@@ -269,7 +269,10 @@ def _section_text(executable: Path, section: str) -> str:
         out = Path(tmp) / "section"
         _run(["objcopy", "--dump-section", f"{section}={out}", str(executable), str(Path(tmp) / "copy")],
              f"reading section {section} of {executable}")
-        return out.read_text()
+        try:
+            return out.read_text()
+        except OSError as e:
+            raise SimCompileError(f"reading section {section} of {executable}: {e}") from None
 
 
 def _symbols(executable: Path) -> list[tuple[int, int, str, str, str, str]]:
@@ -366,7 +369,7 @@ class SimModule:
         self._hello = None
         symbols = _symbols(self.executable)
         # static __shared__ variables: (offset in the TLS block, size, owner function, name)
-        ours = set(_section_text(self.executable, _SHARED_NAMES).split())
+        ours = {line for line in _section_text(self.executable, _SHARED_NAMES).splitlines() if not line.startswith("#")}
         self._shared = [(value, size, _owner(name), name) for value, size, kind, _, name, mangled in symbols
                         if kind == "TLS" and mangled in ours]
         # __device__ variables: (address, size, name)
@@ -406,7 +409,7 @@ class SimModule:
             # which thread-locals are the kernels' static shared memory: those this object defines (the
             # C++ runtime may bring TLS of its own into the executable, e.g. libsupc++'s exception globals)
             names = tmp / "shared-names.txt"
-            names.write_text("".join(f"{m}\n" for m in _defined_tls(obj)))
+            names.write_text("# convops static shared memory\n" + "".join(f"{m}\n" for m in _defined_tls(obj)))
             _run([cxx, str(obj), str(runtime), "-no-pie", "-pthread", "-o", str(exe)], f"linking {filename}")
             _run(["objcopy", "--add-section", f"{_SHARED_NAMES}={names}", str(exe)], f"preparing {filename}")
             return exe
