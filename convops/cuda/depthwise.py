@@ -65,7 +65,11 @@ def dgrad_as_fwd(q) -> ConvProblem | None:
     dilation*(k-1) (the gradient dy is padded by the rest on each side), the
     weight flipped, and its patch within SHARED_LIMIT; else None."""
     pad = tuple((d * (k - 1) - lo, d * (k - 1) - hi) for d, k, (lo, hi) in zip(q.dilation, q.kernel, q.padding))
-    if q.c_out != q.c_in or any(s != 1 for s in q.stride) or min(min(p) for p in pad) < 0:
+    # (a canonical problem has stride 1 along dims of one output however large its
+    # stride was: then the output may be shorter than a stride-1 one, and it is no fwd)
+    stride1_out = tuple(i + lo + hi - d * (k - 1) for i, (lo, hi), d, k in zip(q.in_size, q.padding, q.dilation, q.kernel))
+    if (q.c_out != q.c_in or any(s != 1 for s in q.stride) or min(min(p) for p in pad) < 0
+            or q.out_size != stride1_out):
         return None
     f = ConvProblem.forward(n=q.n, c_in=q.c_in, c_out=q.c_in, in_size=q.out_size, kernel=q.kernel, stride=q.stride,
                             padding=pad, dilation=q.dilation, groups=q.c_in, dtype=q.dtype)
