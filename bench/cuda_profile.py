@@ -31,6 +31,8 @@ def main(argv=None) -> int:
     ap.add_argument("--passes", action="store_true", help="also dgrad and wgrad of layers that list them")
     ap.add_argument("--profile", default="resnet50-3x3-c64-56", help="layer whose host side is cProfiled")
     args = ap.parse_args(argv)
+    if args.profile not in [layer[0] for layer in LAYERS if not layer[5]]:
+        ap.error(f"--profile must name a non-transposed layer of bench/layers.py, got {args.profile!r}")
     import cupy as cp
     import torch
     from cupyx.profiler import benchmark
@@ -51,16 +53,15 @@ def main(argv=None) -> int:
         y = f(x, w, **kw)
         gy = torch.randn_like(y)
         gyc = cp.asarray(gy)
-        cases = {"fwd": (lambda: co.conv(xc, wc, **ours_kw), lambda: f(x, w, **kw), "conv", (xc, wc))}
+        grad_input = getattr(torch.nn.grad, f"conv{nd}d_input")
+        grad_weight = getattr(torch.nn.grad, f"conv{nd}d_weight")
+        cases = {"fwd": (lambda: co.conv(xc, wc, **ours_kw), lambda: f(x, w, **kw))}
         if args.passes and "dgrad" in passes:
-            cases["dgrad"] = (lambda: co.conv_grad_input(gyc, wc, xs, **ours_kw),
-                              lambda: torch.nn.grad.conv2d_input(xs, w, gy, **kw) if nd == 2 else None,
-                              "conv_grad_input", None)
+            cases["dgrad"] = (lambda: co.conv_grad_input(gyc, wc, xs, **ours_kw), lambda: grad_input(xs, w, gy, **kw))
         if args.passes and "wgrad" in passes:
             cases["wgrad"] = (lambda: co.conv_grad_weight(xc, gyc, ws, **ours_kw),
-                              lambda: torch.nn.grad.conv2d_weight(x, ws, gy, **kw) if nd == 2 else None,
-                              "conv_grad_weight", None)
-        for pas, (ours, theirs, _, _) in cases.items():
+                              lambda: grad_weight(x, ws, gy, **kw))
+        for pas, (ours, theirs) in cases.items():
             try:
                 plan = (co.explain(xc, wc, **ours_kw) if pas == "fwd" else None)
                 a = benchmark(ours, n_repeat=30, n_warmup=3)

@@ -190,26 +190,13 @@ sim_threads = _env_int("CONVOPS_SIM_THREADS", 0)
 
 
 # ---- what selection may depend on ---------------------------------------------------
-def _frozen(value):
-    if isinstance(value, dict):
-        return tuple(sorted((k, _frozen(v)) for k, v in value.items()))
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return tuple(_frozen(v) for v in (sorted(value) if isinstance(value, (set, frozenset)) else value))
-    return value
-
-
 def fingerprint() -> tuple:
-    """Every setting's current value, hashable: the dispatcher memoizes plans
-    under it, so changing any knob (``convops.config.x = ...``) is seen by
-    the next call.  (Per call, so cheap: a dict of tuples is taken as its
-    items; anything else unhashable is frozen.)"""
+    """Every setting's current value (a dict as its items): the dispatcher
+    memoizes plans under it, so changing any knob (``convops.config.x = ...``)
+    is seen by the next call.  A setting that cannot be hashed (a list, say)
+    makes the key unhashable, and the dispatcher then does not memoize."""
     g = globals()
-    key = tuple(tuple(g[n].items()) if type(g[n]) is dict else g[n] for n in _SETTINGS)
-    try:
-        hash(key)
-    except TypeError:  # a setting replaced by a list, or a dict holding one
-        key = tuple(_frozen(g[n]) for n in _SETTINGS)
-    return key
+    return tuple(tuple(g[n].items()) if type(g[n]) is dict else g[n] for n in _SETTINGS)
 
 
 _SETTINGS = tuple(name for name, value in globals().items()

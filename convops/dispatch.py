@@ -110,7 +110,7 @@ def plan(call: Call, backend: str = "auto", algorithm: str = "auto") -> Plan:
     try:
         key = (call.problem, call.kind, backend, algorithm, config.fingerprint(), state, _device_key(call.kind))
         found = _plans.get(key)
-    except TypeError:  # a setting no key can hold (unhashable, or a dict with unsortable keys): no memo
+    except TypeError:  # a setting no key can hold (unhashable): no memo
         key = found = None
     if found is None:
         impls, excluded = candidates(call.problem, call.kind, backend, algorithm)

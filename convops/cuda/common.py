@@ -188,6 +188,13 @@ def bias_arg(rt, bias, dtype):
     return rt.constant(("no bias", dtype), lambda: np.zeros(1, dtype)) if bias is None else bias
 
 
+def all_finite(a) -> bool:
+    """No NaN or infinity in ``a`` (dgrad paths that multiply zero padding by
+    the weight are exact only for a finite weight).  On a device array this
+    reads the answer on the host: the stream synchronizes."""
+    return bool(np.isfinite(a).all())
+
+
 def acc_dtype(dtype: str) -> str:
     """The accumulation type: float32 for float16 storage."""
     return "float64" if dtype == "float64" else "float32"

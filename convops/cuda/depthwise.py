@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import config
-from .common import (Passes, bias_arg, blocks, declare_source, geometry, int32_index_reasons, kernel,
+from .common import (Passes, all_finite, bias_arg, blocks, declare_source, geometry, int32_index_reasons, kernel,
                      register_algorithm)
 from .implicit_gemm import acc_dtype
 from ..problem import ConvProblem
@@ -67,7 +67,8 @@ def dgrad_as_fwd(q) -> ConvProblem | None:
     pad = tuple((d * (k - 1) - lo, d * (k - 1) - hi) for d, k, (lo, hi) in zip(q.dilation, q.kernel, q.padding))
     # (a canonical problem has stride 1 along dims of one output however large its
     # stride was: then the output may be shorter than a stride-1 one, and it is no fwd)
-    stride1_out = tuple(i + lo + hi - d * (k - 1) for i, (lo, hi), d, k in zip(q.in_size, q.padding, q.dilation, q.kernel))
+    stride1_out = tuple(i + lo + hi - d * (k - 1)
+                        for i, (lo, hi), d, k in zip(q.in_size, q.padding, q.dilation, q.kernel))
     if (q.c_out != q.c_in or any(s != 1 for s in q.stride) or min(min(p) for p in pad) < 0
             or q.out_size != stride1_out):
         return None
@@ -79,7 +80,7 @@ def dgrad_as_fwd(q) -> ConvProblem | None:
 def dgrad(rt, q, dy, w, bias):
     f = dgrad_as_fwd(q)
     # (fwd multiplies the weight by dy's zero padding too: exact only for a finite weight)
-    if f is not None and bool(np.isfinite(w).all()):
+    if f is not None and all_finite(w):
         return fwd(rt, f, dy, w, bias, flip=True)
     dx = rt.empty(q.x_shape, q.dtype)
     total = int(np.prod(q.x_shape))

@@ -12,8 +12,8 @@ import functools
 import numpy as np
 
 from .. import config
-from .common import (Passes, acc_dtype, bias_arg, blocks, declare_source, geometry, int32_index_reasons, kernel,
-                     register_algorithm)
+from .common import (Passes, acc_dtype, all_finite, bias_arg, blocks, declare_source, geometry, int32_index_reasons,
+                     kernel, register_algorithm)
 from . import direct
 
 declare_source("implicit_gemm.cu", ("igemm_fwd", "igemm_dgrad", "igemm_wgrad", "sum_splits"))
@@ -66,7 +66,7 @@ def _dgrad_stride1(rt, q, dy, w, bias):
 def dgrad(rt, q, dy, w, bias):
     # Zero-filled borders multiply the weight: exact only when it is finite
     # (a NaN/Inf weight must reach only the inputs it touches).
-    if not bool(np.isfinite(w).all()):
+    if not all_finite(w):
         return direct.dgrad(rt, q, dy, w, bias)
     return phase_dgrad(rt, q, dy, w, bias, _dgrad_stride1)
 

@@ -21,7 +21,8 @@ import functools
 import numpy as np
 
 from .. import config
-from .common import INT32_LIMIT, Passes, acc_dtype, bias_arg, blocks, declare_source, kernel, register_algorithm
+from .common import (INT32_LIMIT, Passes, acc_dtype, all_finite, bias_arg, blocks, declare_source, kernel,
+                     register_algorithm)
 from . import direct
 from .implicit_gemm import phase_dgrad
 
@@ -131,7 +132,7 @@ def _dgrad_stride1(rt, q, dy, w, bias):
 
 
 def dgrad(rt, q, dy, w, bias):
-    if not bool(np.isfinite(w).all()):
+    if not all_finite(w):
         return direct.dgrad(rt, q, dy, w, bias)
     return phase_dgrad(rt, q, dy, w, bias, _dgrad_stride1)
 

@@ -257,10 +257,16 @@ def _dependencies(cxx: str, text: str, flags: list[str]) -> bytes:
 _SHARED_NAMES = "convops_shared_names"  # section of a built executable: its kernels' TLS symbols, one per line
 
 
+def _defined_symbols(path: Path, kinds) -> list[list[str]]:
+    """``readelf -sW`` rows (split) of the symbols of these types ``path`` defines."""
+    rows = (ln.split() for ln in _run(["readelf", "-sW", str(path)], f"reading the symbols of {path} (binutils' "
+                                                                      f"readelf, installed with g++)").splitlines())
+    return [r for r in rows if len(r) >= 8 and r[0].endswith(":") and r[3] in kinds and r[6] != "UND"]
+
+
 def _defined_tls(obj: Path) -> list[str]:
     """Mangled names of the thread-local symbols an object file defines."""
-    rows = (ln.split() for ln in _run(["readelf", "-sW", str(obj)], f"reading the symbols of {obj.name}").splitlines())
-    return sorted({r[7] for r in rows if len(r) >= 8 and r[0].endswith(":") and r[3] == "TLS" and r[6] != "UND"})
+    return sorted({r[7] for r in _defined_symbols(obj, ("TLS",))})
 
 
 def _section_text(executable: Path, section: str) -> str:
@@ -284,9 +290,7 @@ def _symbols(executable: Path) -> list[tuple[int, int, str, str, str, str]]:
             m = re.match(r"\s*\[\s*(\d+)\]\s+(\S+)", line)
             if m:
                 sections[m.group(1)] = m.group(2)
-        rows = [r for r in (ln.split() for ln in subprocess.run(["readelf", "-sW", str(executable)], capture_output=True,
-                                                               text=True, check=True).stdout.splitlines())
-                if len(r) >= 8 and r[0].endswith(":") and r[3] in ("TLS", "OBJECT", "FUNC") and r[6] != "UND"]
+        rows = _defined_symbols(executable, ("TLS", "OBJECT", "FUNC"))
         names = subprocess.run(["c++filt"], input="\n".join(r[7] for r in rows), capture_output=True, text=True,
                                check=True).stdout.splitlines() if rows else []
     except (OSError, subprocess.CalledProcessError) as e:
