@@ -5,7 +5,7 @@ channels), K (output channels), D/H/W (input), R/S (kernel), P/Q (output).
 
 from __future__ import annotations
 
-from . import dispatch, validate
+from . import dispatch, interop, validate
 from .validate import Call
 
 _DEFAULTS = dict(stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros")
@@ -16,14 +16,17 @@ def conv(x, weight, bias=None, *, stride=1, padding=0, dilation=1, groups=1, pad
     """N-d cross-correlation, as ``torch.nn.functional.conv{1,2,3}d``.
 
     x (N, C, *spatial) or unbatched (C, *spatial); weight (K, C/groups,
-    *kernel); bias (K,) or None.  Returns (N, K, *out) of x's dtype and kind.
-    ``padding``: int, one int per dim, one (lo, hi) pair per dim, or
-    "valid"/"same"/"full"; ``padding_mode``: zeros, reflect, replicate,
-    circular or symmetric.
+    *kernel); bias (K,) or None.  Returns (N, K, *out) of x's dtype, as the
+    same kind of array on the same device as x (NumPy, CuPy, torch, JAX; see
+    ``convops.interop``).  ``padding``: int, one int per dim, one (lo, hi)
+    pair per dim, or "valid"/"same"/"full"; ``padding_mode``: zeros, reflect,
+    replicate, circular or symmetric.
     """
+    restore = interop.restorer(x)
+    x, weight, bias = interop.native("x", x), interop.native("weight", weight), interop.native("bias", bias)
     call = validate.conv_call(x, weight, bias, stride=stride, padding=padding, dilation=dilation,
                               groups=groups, padding_mode=padding_mode)
-    return dispatch.execute(call, x, weight, bias, backend=backend, algorithm=algorithm)
+    return restore(dispatch.execute(call, x, weight, bias, backend=backend, algorithm=algorithm))
 
 
 def conv_transpose(x, weight, bias=None, *, stride=1, padding=0, output_padding=0, output_size=None,
@@ -35,32 +38,40 @@ def conv_transpose(x, weight, bias=None, *, stride=1, padding=0, output_padding=
     padding mode included.  ``output_size`` picks among the valid output sizes
     instead of ``output_padding``.
     """
+    restore = interop.restorer(x)
+    x, weight, bias = interop.native("x", x), interop.native("weight", weight), interop.native("bias", bias)
     call = validate.conv_transpose_call(x, weight, bias, stride=stride, padding=padding,
                                         output_padding=output_padding, output_size=output_size,
                                         dilation=dilation, groups=groups, padding_mode=padding_mode)
-    return dispatch.execute(call, x, weight, bias, backend=backend, algorithm=algorithm)
+    return restore(dispatch.execute(call, x, weight, bias, backend=backend, algorithm=algorithm))
 
 
 def conv_grad_input(grad_y, weight, input_shape, *, stride=1, padding=0, dilation=1, groups=1,
                     padding_mode="zeros", algorithm="auto", backend="auto"):
     """Gradient of ``conv`` with respect to its input of shape ``input_shape``.
 
-    grad_y (N, K, *out), weight (K, C/groups, *kernel) -> (N, C, *input).
+    grad_y (N, K, *out), weight (K, C/groups, *kernel) -> (N, C, *input),
+    the kind of array grad_y is.
     """
+    restore = interop.restorer(grad_y)
+    grad_y, weight = interop.native("grad_y", grad_y), interop.native("weight", weight)
     call = validate.conv_grad_input_call(grad_y, weight, input_shape, stride=stride, padding=padding,
                                          dilation=dilation, groups=groups, padding_mode=padding_mode)
-    return dispatch.execute(call, grad_y, weight, backend=backend, algorithm=algorithm)
+    return restore(dispatch.execute(call, grad_y, weight, backend=backend, algorithm=algorithm))
 
 
 def conv_grad_weight(x, grad_y, weight_shape, *, stride=1, padding=0, dilation=1, groups=1,
                      padding_mode="zeros", algorithm="auto", backend="auto"):
     """Gradient of ``conv`` with respect to its weight of shape ``weight_shape``.
 
-    x (N, C, *in), grad_y (N, K, *out) -> (K, C/groups, *kernel).
+    x (N, C, *in), grad_y (N, K, *out) -> (K, C/groups, *kernel), the kind
+    of array x is.
     """
+    restore = interop.restorer(x)
+    x, grad_y = interop.native("x", x), interop.native("grad_y", grad_y)
     call = validate.conv_grad_weight_call(x, grad_y, weight_shape, stride=stride, padding=padding,
                                           dilation=dilation, groups=groups, padding_mode=padding_mode)
-    return dispatch.execute(call, x, grad_y, backend=backend, algorithm=algorithm)
+    return restore(dispatch.execute(call, x, grad_y, backend=backend, algorithm=algorithm))
 
 
 def _bias_grad(grad_y, batched: bool):
@@ -77,21 +88,25 @@ def conv_vjp(x, weight, bias=None, *, algorithm="auto", backend="auto", **params
     """``y, pullback = conv_vjp(x, weight, bias, **params)``; ``pullback(grad_y)``
     returns ``(grad_x, grad_weight, grad_bias)`` (grad_bias None without bias).
 
-    A forced ``algorithm``/``backend`` applies to all three passes.
+    A forced ``algorithm``/``backend`` applies to all three passes.  Results
+    are the kind of array x is.
     """
+    restore = interop.restorer(x)
+    x, weight, bias = interop.native("x", x), interop.native("weight", weight), interop.native("bias", bias)
     kw = {**_DEFAULTS, **params}
     call = validate.conv_call(x, weight, bias, **kw)
     y = dispatch.execute(call, x, weight, bias, backend=backend, algorithm=algorithm)
 
     def pullback(grad_y):
+        grad_y = interop.native("grad_y", grad_y)
         validate.check_arrays(grad_y=grad_y, x=x)
         validate.check_grad_y(grad_y, call.problem, call.batched, "this conv")
         gx = dispatch.execute(_grad_call(call, "dgrad"), grad_y, weight, backend=backend, algorithm=algorithm)
         gw = dispatch.execute(_grad_call(call, "wgrad"), x, grad_y, backend=backend, algorithm=algorithm)
         gb = None if bias is None else _bias_grad(grad_y, call.batched)
-        return gx, gw, gb
+        return restore(gx), restore(gw), None if gb is None else restore(gb)
 
-    return y, pullback
+    return restore(y), pullback
 
 
 def conv_transpose_vjp(x, weight, bias=None, *, algorithm="auto", backend="auto", **params):
@@ -101,11 +116,14 @@ def conv_transpose_vjp(x, weight, bias=None, *, algorithm="auto", backend="auto"
     gradient is that problem's fwd (of grad_y) and its weight gradient that
     problem's wgrad with input grad_y and output gradient x.
     """
+    restore = interop.restorer(x)
+    x, weight, bias = interop.native("x", x), interop.native("weight", weight), interop.native("bias", bias)
     kw = {**_DEFAULTS, "output_padding": 0, "output_size": None, **params}
     call = validate.conv_transpose_call(x, weight, bias, **kw)
     y = dispatch.execute(call, x, weight, bias, backend=backend, algorithm=algorithm)
 
     def pullback(grad_y):
+        grad_y = interop.native("grad_y", grad_y)
         validate.check_arrays(grad_y=grad_y, x=x)
         p = call.problem
         expect = p.x_shape if call.batched else p.x_shape[1:]
@@ -115,26 +133,77 @@ def conv_transpose_vjp(x, weight, bias=None, *, algorithm="auto", backend="auto"
         gx = dispatch.execute(_grad_call(call, "fwd"), grad_y, weight, backend=backend, algorithm=algorithm)
         gw = dispatch.execute(_grad_call(call, "wgrad"), grad_y, x, backend=backend, algorithm=algorithm)
         gb = None if bias is None else _bias_grad(grad_y, call.batched)
-        return gx, gw, gb
+        return restore(gx), restore(gw), None if gb is None else restore(gb)
 
-    return y, pullback
-
-
-def _fixed_rank(fn, nd: int, name: str):
-    def wrapper(x, weight, bias=None, **kw):
-        validate.expect_weight_ndim(weight, nd, name)
-        return fn(x, weight, bias, **kw)
-    wrapper.__name__ = wrapper.__qualname__ = name
-    wrapper.__doc__ = f"{fn.__name__} with {nd} spatial dim{'s' if nd > 1 else ''} (weight rank {nd + 2} checked)."
-    return wrapper
+    return restore(y), pullback
 
 
-conv1d = _fixed_rank(conv, 1, "conv1d")
-conv2d = _fixed_rank(conv, 2, "conv2d")
-conv3d = _fixed_rank(conv, 3, "conv3d")
-conv_transpose1d = _fixed_rank(conv_transpose, 1, "conv_transpose1d")
-conv_transpose2d = _fixed_rank(conv_transpose, 2, "conv_transpose2d")
-conv_transpose3d = _fixed_rank(conv_transpose, 3, "conv_transpose3d")
+# torch.nn.functional's positional order, spelled out so help() and IDEs show it.
+
+def _rank(weight, nd: int, fn: str):
+    weight = interop.native("weight", weight)
+    validate.expect_weight_ndim(weight, nd, fn)
+
+
+def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, padding_mode="zeros",
+           algorithm="auto", backend="auto"):
+    """``conv`` with one spatial dim, in ``torch.nn.functional.conv1d``'s
+    order: input (N, C, W), weight (K, C/groups, S) -> (N, K, Q)."""
+    _rank(weight, 1, "conv1d")
+    return conv(input, weight, bias, stride=stride, padding=padding, dilation=dilation, groups=groups,
+                padding_mode=padding_mode, algorithm=algorithm, backend=backend)
+
+
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, padding_mode="zeros",
+           algorithm="auto", backend="auto"):
+    """``conv`` with two spatial dims, in ``torch.nn.functional.conv2d``'s
+    order: input (N, C, H, W), weight (K, C/groups, R, S) -> (N, K, P, Q)."""
+    _rank(weight, 2, "conv2d")
+    return conv(input, weight, bias, stride=stride, padding=padding, dilation=dilation, groups=groups,
+                padding_mode=padding_mode, algorithm=algorithm, backend=backend)
+
+
+def conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, padding_mode="zeros",
+           algorithm="auto", backend="auto"):
+    """``conv`` with three spatial dims, in ``torch.nn.functional.conv3d``'s
+    order: input (N, C, D, H, W), weight (K, C/groups, T, R, S) -> (N, K, O, P, Q)."""
+    _rank(weight, 3, "conv3d")
+    return conv(input, weight, bias, stride=stride, padding=padding, dilation=dilation, groups=groups,
+                padding_mode=padding_mode, algorithm=algorithm, backend=backend)
+
+
+def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1, *,
+                     output_size=None, padding_mode="zeros", algorithm="auto", backend="auto"):
+    """``conv_transpose`` with one spatial dim, in
+    ``torch.nn.functional.conv_transpose1d``'s order: input (N, C_in, W),
+    weight (C_in, C_out/groups, S)."""
+    _rank(weight, 1, "conv_transpose1d")
+    return conv_transpose(input, weight, bias, stride=stride, padding=padding, output_padding=output_padding,
+                          output_size=output_size, dilation=dilation, groups=groups, padding_mode=padding_mode,
+                          algorithm=algorithm, backend=backend)
+
+
+def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1, *,
+                     output_size=None, padding_mode="zeros", algorithm="auto", backend="auto"):
+    """``conv_transpose`` with two spatial dims, in
+    ``torch.nn.functional.conv_transpose2d``'s order: input (N, C_in, H, W),
+    weight (C_in, C_out/groups, R, S)."""
+    _rank(weight, 2, "conv_transpose2d")
+    return conv_transpose(input, weight, bias, stride=stride, padding=padding, output_padding=output_padding,
+                          output_size=output_size, dilation=dilation, groups=groups, padding_mode=padding_mode,
+                          algorithm=algorithm, backend=backend)
+
+
+def conv_transpose3d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1, *,
+                     output_size=None, padding_mode="zeros", algorithm="auto", backend="auto"):
+    """``conv_transpose`` with three spatial dims, in
+    ``torch.nn.functional.conv_transpose3d``'s order: input (N, C_in, D, H, W),
+    weight (C_in, C_out/groups, T, R, S)."""
+    _rank(weight, 3, "conv_transpose3d")
+    return conv_transpose(input, weight, bias, stride=stride, padding=padding, output_padding=output_padding,
+                          output_size=output_size, dilation=dilation, groups=groups, padding_mode=padding_mode,
+                          algorithm=algorithm, backend=backend)
+
 
 _CALLS = {
     "conv": validate.conv_call,
@@ -155,8 +224,9 @@ def explain(a, b, op="conv", *, algorithm="auto", backend="auto", **params) -> d
     if op == "conv_transpose":
         kw.update(output_padding=0, output_size=None)
     kw.update(params)
+    a, b = interop.native("a", a), interop.native("b", b)
     if op in ("conv", "conv_transpose"):
-        call = _CALLS[op](a, b, kw.pop("bias", None), **kw)
+        call = _CALLS[op](a, b, interop.native("bias", kw.pop("bias", None)), **kw)
     else:
         call = _CALLS[op](a, b, **kw)
     return dispatch.plan(call, backend, algorithm)

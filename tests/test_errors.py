@@ -72,7 +72,7 @@ CASES = [
     ("dtype mismatch", lambda: co.conv(X, W.astype(np.float64)), TypeError,
      r"weight dtype float64 does not match x dtype float32"),
     ("bias dtype", lambda: co.conv(X, W, np.ones(6, np.float64)), TypeError, r"bias dtype float64 does not match"),
-    ("list input", lambda: co.conv(X.tolist(), W), TypeError, r"x must be a numpy.ndarray or a CUDA array .*got builtins.list"),
+    ("list input", lambda: co.conv(X.tolist(), W), TypeError, r"x must be a numpy.ndarray, cupy.ndarray, torch.Tensor or jax.Array.*got builtins.list; wrap it with numpy.asarray\(x\)"),
     # --- transposed convolution
     ("transposed channels", lambda: co.conv_transpose(np.ones((1, 4, 5, 5), f32), WT), ValueError,
      r"expected input with 3 channels \(transposed weight \(3, 2, 3, 3\), groups=1\)"),
