@@ -53,7 +53,7 @@ def conv_grad_input(grad_y, weight, input_shape, *, stride=1, padding=0, dilatio
     grad_y (N, K, *out), weight (K, C/groups, *kernel) -> (N, C, *input),
     the kind of array grad_y is.
     """
-    restore = interop.restorer(grad_y)
+    restore = interop.restorer(grad_y, "grad_y")
     grad_y, weight = interop.native("grad_y", grad_y), interop.native("weight", weight)
     call = validate.conv_grad_input_call(grad_y, weight, input_shape, stride=stride, padding=padding,
                                          dilation=dilation, groups=groups, padding_mode=padding_mode)

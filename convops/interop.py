@@ -55,6 +55,13 @@ def _jax_array(a):
     return jax is not None and isinstance(a, jax.Array)
 
 
+def _check_not_traced(name: str, a):
+    tracer = getattr(sys.modules.get("jax.core"), "Tracer", None)
+    if tracer is not None and isinstance(a, tracer):
+        raise TypeError(f"{name} is a JAX tracer (convops.conv was called inside jax.jit, jax.grad or jax.vmap); "
+                        f"use convops.jax.conv there")
+
+
 def _cupy_from_dlpack(name: str, a):
     try:
         import cupy
@@ -80,8 +87,8 @@ def _from_torch(name: str, t):
 
 
 def _from_dlpack(name: str, a):
-    if _jax_array(a) and not hasattr(a, "__dlpack_device__"):
-        raise TypeError(f"{name} is a JAX tracer; inside jax.jit, jax.grad or jax.vmap use convops.jax")
+    if _jax_array(a):
+        _check_not_traced(name, a)
     try:
         device_type = int(a.__dlpack_device__()[0])
     except Exception as e:  # a tracer, a deleted buffer, a broken exporter
@@ -110,14 +117,16 @@ def native(name: str, a):
     raise TypeError(f"{name} must be {_ACCEPTED}, got {_describe(a)}{hint}")
 
 
-def restorer(like) -> Callable:
-    """The function that turns a result into ``like``'s kind of array."""
+def restorer(like, name: str = "x") -> Callable:
+    """The function that turns a result into ``like``'s kind of array
+    (``like`` is the argument called ``name``)."""
     if type(like) is np.ndarray or like is None:
         return _identity
     if _torch_tensor(like):
         import torch
         return torch.from_numpy if like.device.type == "cpu" else torch.from_dlpack
     if _jax_array(like):
+        _check_not_traced(name, like)
         import jax
         import jax.numpy as jnp
         if int(like.__dlpack_device__()[0]) == _KDL_CPU:

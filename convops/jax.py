@@ -136,6 +136,11 @@ def conv_transpose(x, weight, bias=None, *, stride=1, padding=0, output_padding=
                                         stride=stride, padding=padding, output_padding=output_padding,
                                         output_size=output_size, dilation=dilation, groups=groups,
                                         padding_mode=padding_mode)
-    p = call.problem
+    p = call.problem  # the dgrad of the forward problem whose input is this call's output
     out_shape = p.x_shape if call.batched else p.x_shape[1:]
+    extra = [n - o for n, o in zip(p.natural_out_size, p.out_size)]
+    if any(extra):
+        # output_padding >= stride (allowed when the dilation is larger): the forward conv of the
+        # output pairs it with more inputs than there are, and those inputs are zeros.
+        x = jnp.pad(x, [(0, 0)] * (x.ndim - p.ndim) + [(0, e) for e in extra])
     return _add_bias(_grad_input(x, weight, out_shape, _params(p)), bias, p.ndim)

@@ -30,6 +30,7 @@ from typing import List, Optional
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from . import api, validate
@@ -212,7 +213,8 @@ def _resolve_transposed(nd, x, w, b, stride, padding, output_padding, groups, di
         output_padding=output_padding, output_size=output_size, dilation=dilation, groups=groups,
         padding_mode=padding_mode, expect_ndim=nd, fn=f"conv_transpose{nd}d")
     p = call.problem  # the dgrad of the forward problem whose input is this call's output
-    return (_result(p.x_shape, call.batched), list(p.stride), _flat(p.padding), list(p.dilation), p.groups,
+    extra = [n - o for n, o in zip(p.natural_out_size, p.out_size)]
+    return (extra, _result(p.x_shape, call.batched), list(p.stride), _flat(p.padding), list(p.dilation), p.groups,
             p.padding_mode)
 
 
@@ -224,9 +226,14 @@ def _forward(nd, input, weight, bias, stride, padding, dilation, groups, padding
 
 def _transposed(nd, input, weight, bias, stride, padding, output_padding, groups, dilation, output_size,
                 padding_mode):
-    out_shape, *params = _resolve_transposed(nd, _spec("input", input), _spec("weight", weight),
+    extra, out_shape, *params = _resolve_transposed(nd, _spec("input", input), _spec("weight", weight),
                                              _spec("bias", bias), stride, padding, output_padding, groups,
                                              dilation, output_size, padding_mode)
+    if any(extra):
+        # output_padding >= stride (allowed when the dilation is larger) asks for outputs that a
+        # forward conv of that size would pair with more inputs than there are: those inputs are
+        # zeros, so the transposed conv is the input gradient of zero-padded input (one copy).
+        input = F.pad(input, [v for e in reversed(extra) for v in (0, e)])
     y = _conv_grad_input(input, weight, out_shape, *params)
     if bias is not None:
         y = y + bias.reshape((-1,) + (1,) * nd)
