@@ -26,6 +26,7 @@ state_dict and ``padding_mode``; only the convolution itself runs in convops.
 
 from __future__ import annotations
 
+import functools
 from typing import List, Optional
 
 import numpy as np
@@ -194,28 +195,55 @@ _conv_grad_weight.register_autograd(_grad_weight_backward, setup_context=_grad_w
 
 # --- torch.nn.functional's signatures --------------------------------------
 
+def _frozen(v):
+    """Arguments as a memo key: lists (of lists) become tuples."""
+    return tuple(_frozen(e) for e in v) if isinstance(v, (list, tuple)) else v
+
+
 # Argument resolution runs on shapes and dtypes only, and torch.compile treats
 # its result as a constant of the traced graph (it is validation, not math).
+# It is memoized: a training loop resolves the same few calls every step.
+def _memoized(memo, args) -> list:
+    key = tuple(map(_frozen, args))
+    try:
+        hash(key)
+    except TypeError:  # an argument no key can hold (validation will name it)
+        found = memo.__wrapped__(*key)
+    else:
+        found = memo(*key)
+    return [list(v) if isinstance(v, tuple) else v for v in found]  # the op's schema takes int[]
+
+
 @torch.compiler.assume_constant_result
-def _resolve_forward(nd, x, w, b, stride, padding, dilation, groups, padding_mode):
+def _resolve_forward(*args):
+    return _memoized(_resolve_forward_memo, args)
+
+
+@torch.compiler.assume_constant_result
+def _resolve_transposed(*args):
+    return _memoized(_resolve_transposed_memo, args)
+
+
+@functools.lru_cache(maxsize=1024)
+def _resolve_forward_memo(nd, x, w, b, stride, padding, dilation, groups, padding_mode):
     call = validate.conv_call(_stand_in("input", x), _stand_in("weight", w), _stand_in("bias", b), stride=stride,
                               padding=padding, dilation=dilation, groups=groups, padding_mode=padding_mode,
                               expect_ndim=nd, fn=f"conv{nd}d")
     p = call.problem
-    return list(p.stride), _flat(p.padding), list(p.dilation), p.groups, p.padding_mode
+    return p.stride, tuple(_flat(p.padding)), p.dilation, p.groups, p.padding_mode
 
 
-@torch.compiler.assume_constant_result
-def _resolve_transposed(nd, x, w, b, stride, padding, output_padding, groups, dilation, output_size,
-                        padding_mode):
+@functools.lru_cache(maxsize=1024)
+def _resolve_transposed_memo(nd, x, w, b, stride, padding, output_padding, groups, dilation, output_size,
+                             padding_mode):
     call = validate.conv_transpose_call(
         _stand_in("input", x), _stand_in("weight", w), _stand_in("bias", b), stride=stride, padding=padding,
         output_padding=output_padding, output_size=output_size, dilation=dilation, groups=groups,
         padding_mode=padding_mode, expect_ndim=nd, fn=f"conv_transpose{nd}d")
     p = call.problem  # the dgrad of the forward problem whose input is this call's output
-    extra = [n - o for n, o in zip(p.natural_out_size, p.out_size)]
-    return (extra, _result(p.x_shape, call.batched), list(p.stride), _flat(p.padding), list(p.dilation), p.groups,
-            p.padding_mode)
+    extra = tuple(n - o for n, o in zip(p.natural_out_size, p.out_size))
+    return (extra, tuple(_result(p.x_shape, call.batched)), p.stride, tuple(_flat(p.padding)), p.dilation,
+            p.groups, p.padding_mode)
 
 
 def _forward(nd, input, weight, bias, stride, padding, dilation, groups, padding_mode):

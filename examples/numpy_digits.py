@@ -63,7 +63,7 @@ def loss_and_grads(params, x, labels):
     loss = -np.log(p[np.arange(n), labels] + 1e-12).mean()
     g = p
     g[np.arange(n), labels] -= 1
-    g = (g / n).reshape(n, 10, 1, 1).astype(np.float32)
+    g = (g / n).reshape(n, 10, 1, 1).astype(logits.dtype)
     grads = [None] * len(params)
     for i in reversed(range(len(params))):
         pullback, mask = tape[i]

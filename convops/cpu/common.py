@@ -19,6 +19,7 @@ computed anywhere but in ConvProblem and arithmetic.
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 from typing import Callable, NamedTuple
 
@@ -36,6 +37,7 @@ def compute_dtype(dtype: str) -> str:
     return "float32" if dtype == "float16" else dtype
 
 
+@functools.lru_cache(maxsize=1024)  # pure, and three dataclass rebuilds per call otherwise
 def kernel_problem(problem: ConvProblem) -> ConvProblem:
     """What the kernels run: 3-D, zero padding (a non-zero mode on the padded
     copy), canonical parameters, compute dtype."""
