@@ -22,11 +22,12 @@ def conv(x, weight, bias=None, *, stride=1, padding=0, dilation=1, groups=1, pad
     pair per dim, or "valid"/"same"/"full"; ``padding_mode``: zeros, reflect,
     replicate, circular or symmetric.
     """
-    restore = interop.restorer(x)
+    like, restore = x, interop.restorer(x)
     x, weight, bias = interop.native("x", x), interop.native("weight", weight), interop.native("bias", bias)
     call = validate.conv_call(x, weight, bias, stride=stride, padding=padding, dilation=dilation,
                               groups=groups, padding_mode=padding_mode)
-    return restore(dispatch.execute(call, x, weight, bias, backend=backend, algorithm=algorithm))
+    with interop.stream_of(like):
+        return restore(dispatch.execute(call, x, weight, bias, backend=backend, algorithm=algorithm))
 
 
 def conv_transpose(x, weight, bias=None, *, stride=1, padding=0, output_padding=0, output_size=None,
@@ -38,12 +39,13 @@ def conv_transpose(x, weight, bias=None, *, stride=1, padding=0, output_padding=
     padding mode included.  ``output_size`` picks among the valid output sizes
     instead of ``output_padding``.
     """
-    restore = interop.restorer(x)
+    like, restore = x, interop.restorer(x)
     x, weight, bias = interop.native("x", x), interop.native("weight", weight), interop.native("bias", bias)
     call = validate.conv_transpose_call(x, weight, bias, stride=stride, padding=padding,
                                         output_padding=output_padding, output_size=output_size,
                                         dilation=dilation, groups=groups, padding_mode=padding_mode)
-    return restore(dispatch.execute(call, x, weight, bias, backend=backend, algorithm=algorithm))
+    with interop.stream_of(like):
+        return restore(dispatch.execute(call, x, weight, bias, backend=backend, algorithm=algorithm))
 
 
 def conv_grad_input(grad_y, weight, input_shape, *, stride=1, padding=0, dilation=1, groups=1,
@@ -53,11 +55,12 @@ def conv_grad_input(grad_y, weight, input_shape, *, stride=1, padding=0, dilatio
     grad_y (N, K, *out), weight (K, C/groups, *kernel) -> (N, C, *input),
     the kind of array grad_y is.
     """
-    restore = interop.restorer(grad_y, "grad_y")
+    like, restore = grad_y, interop.restorer(grad_y, "grad_y")
     grad_y, weight = interop.native("grad_y", grad_y), interop.native("weight", weight)
     call = validate.conv_grad_input_call(grad_y, weight, input_shape, stride=stride, padding=padding,
                                          dilation=dilation, groups=groups, padding_mode=padding_mode)
-    return restore(dispatch.execute(call, grad_y, weight, backend=backend, algorithm=algorithm))
+    with interop.stream_of(like):
+        return restore(dispatch.execute(call, grad_y, weight, backend=backend, algorithm=algorithm))
 
 
 def conv_grad_weight(x, grad_y, weight_shape, *, stride=1, padding=0, dilation=1, groups=1,
@@ -67,11 +70,12 @@ def conv_grad_weight(x, grad_y, weight_shape, *, stride=1, padding=0, dilation=1
     x (N, C, *in), grad_y (N, K, *out) -> (K, C/groups, *kernel), the kind
     of array x is.
     """
-    restore = interop.restorer(x)
+    like, restore = x, interop.restorer(x)
     x, grad_y = interop.native("x", x), interop.native("grad_y", grad_y)
     call = validate.conv_grad_weight_call(x, grad_y, weight_shape, stride=stride, padding=padding,
                                           dilation=dilation, groups=groups, padding_mode=padding_mode)
-    return restore(dispatch.execute(call, x, grad_y, backend=backend, algorithm=algorithm))
+    with interop.stream_of(like):
+        return restore(dispatch.execute(call, x, grad_y, backend=backend, algorithm=algorithm))
 
 
 def _bias_grad(grad_y, batched: bool):
@@ -91,19 +95,21 @@ def conv_vjp(x, weight, bias=None, *, algorithm="auto", backend="auto", **params
     A forced ``algorithm``/``backend`` applies to all three passes.  Results
     are the kind of array x is.
     """
-    restore = interop.restorer(x)
+    like, restore = x, interop.restorer(x)
     x, weight, bias = interop.native("x", x), interop.native("weight", weight), interop.native("bias", bias)
     kw = {**_DEFAULTS, **params}
     call = validate.conv_call(x, weight, bias, **kw)
-    y = dispatch.execute(call, x, weight, bias, backend=backend, algorithm=algorithm)
+    with interop.stream_of(like):
+        y = dispatch.execute(call, x, weight, bias, backend=backend, algorithm=algorithm)
 
     def pullback(grad_y):
         grad_y = interop.native("grad_y", grad_y)
         validate.check_arrays(grad_y=grad_y, x=x)
         validate.check_grad_y(grad_y, call.problem, call.batched, "this conv")
-        gx = dispatch.execute(_grad_call(call, "dgrad"), grad_y, weight, backend=backend, algorithm=algorithm)
-        gw = dispatch.execute(_grad_call(call, "wgrad"), x, grad_y, backend=backend, algorithm=algorithm)
-        gb = None if bias is None else _bias_grad(grad_y, call.batched)
+        with interop.stream_of(like):
+            gx = dispatch.execute(_grad_call(call, "dgrad"), grad_y, weight, backend=backend, algorithm=algorithm)
+            gw = dispatch.execute(_grad_call(call, "wgrad"), x, grad_y, backend=backend, algorithm=algorithm)
+            gb = None if bias is None else _bias_grad(grad_y, call.batched)
         return restore(gx), restore(gw), None if gb is None else restore(gb)
 
     return restore(y), pullback
@@ -116,11 +122,12 @@ def conv_transpose_vjp(x, weight, bias=None, *, algorithm="auto", backend="auto"
     gradient is that problem's fwd (of grad_y) and its weight gradient that
     problem's wgrad with input grad_y and output gradient x.
     """
-    restore = interop.restorer(x)
+    like, restore = x, interop.restorer(x)
     x, weight, bias = interop.native("x", x), interop.native("weight", weight), interop.native("bias", bias)
     kw = {**_DEFAULTS, "output_padding": 0, "output_size": None, **params}
     call = validate.conv_transpose_call(x, weight, bias, **kw)
-    y = dispatch.execute(call, x, weight, bias, backend=backend, algorithm=algorithm)
+    with interop.stream_of(like):
+        y = dispatch.execute(call, x, weight, bias, backend=backend, algorithm=algorithm)
 
     def pullback(grad_y):
         grad_y = interop.native("grad_y", grad_y)
@@ -130,9 +137,10 @@ def conv_transpose_vjp(x, weight, bias=None, *, algorithm="auto", backend="auto"
         if tuple(grad_y.shape) != expect:
             raise ValueError(f"grad_y must have shape {expect} (the output of this conv_transpose), "
                              f"got grad_y of shape {tuple(grad_y.shape)}")
-        gx = dispatch.execute(_grad_call(call, "fwd"), grad_y, weight, backend=backend, algorithm=algorithm)
-        gw = dispatch.execute(_grad_call(call, "wgrad"), grad_y, x, backend=backend, algorithm=algorithm)
-        gb = None if bias is None else _bias_grad(grad_y, call.batched)
+        with interop.stream_of(like):
+            gx = dispatch.execute(_grad_call(call, "fwd"), grad_y, weight, backend=backend, algorithm=algorithm)
+            gw = dispatch.execute(_grad_call(call, "wgrad"), grad_y, x, backend=backend, algorithm=algorithm)
+            gb = None if bias is None else _bias_grad(grad_y, call.batched)
         return restore(gx), restore(gw), None if gb is None else restore(gb)
 
     return restore(y), pullback

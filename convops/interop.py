@@ -18,14 +18,18 @@ other ``__dlpack__`` objects   NumPy / CuPy view by device     numpy.ndarray / c
 =============================  ==============================  ==================================
 
 Views keep the caller's strides (the kernels accept any strides, and copy
-privately when they need contiguous data), so nothing is copied on the way
-in.  JAX's CPU arrays cannot adopt a NumPy buffer, so a JAX result is one
-copy.  A torch tensor that requires grad is read through ``detach()``: these
+privately when they need contiguous data), so this module copies nothing on
+the way in.  JAX's CPU buffers are read-only, and the CPU kernels, compiled
+for writeable arrays, take a private copy of read-only operands.  JAX's CPU arrays cannot adopt a NumPy buffer, so a JAX result is one
+copy.  Kernels on torch CUDA tensors run on torch's current stream of the
+tensor's device (:func:`stream_of`), so they are ordered with the caller's
+torch work without a synchronization.  A torch tensor that requires grad is read through ``detach()``: these
 functions are not differentiable by torch's autograd; ``convops.torch`` is.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from typing import Callable
 
@@ -133,3 +137,23 @@ def restorer(like, name: str = "x") -> Callable:
             return jnp.asarray
         return jax.dlpack.from_dlpack
     return _identity
+
+
+_NO_STREAM = contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def _torch_cuda_stream(device):
+    import cupy
+    import torch
+    with cupy.cuda.Device(device.index):
+        with cupy.cuda.ExternalStream(torch.cuda.current_stream(device).cuda_stream, device.index):
+            yield
+
+
+def stream_of(like):
+    """Where the kernels for ``like`` run: torch's current stream for a torch
+    CUDA tensor, CuPy's current stream otherwise (a context manager)."""
+    if _torch_tensor(like) and like.device.type == "cuda":
+        return _torch_cuda_stream(like.device)
+    return _NO_STREAM

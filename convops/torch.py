@@ -78,6 +78,8 @@ def _flat(pairs) -> List[int]:
 
 
 def _pairs(flat: List[int]):
+    if len(flat) % 2:
+        raise ValueError(f"padding must be one (lo, hi) pair per spatial dim, flattened, got padding={list(flat)}")
     return tuple((flat[i], flat[i + 1]) for i in range(0, len(flat), 2))
 
 

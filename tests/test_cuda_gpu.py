@@ -153,3 +153,35 @@ def test_activation_past_2_31_elements(algorithm):
     xs = cp.asnumpy(x[0][:, ::1023, ::358399]).astype(np.float64)
     ref = np.einsum("kc,chw->khw", cp.asnumpy(w)[:, :, 0, 0].astype(np.float64), xs)
     np.testing.assert_allclose(cp.asnumpy(y[0]).astype(np.float64), ref, rtol=2e-3, atol=2e-2)
+
+
+def test_torch_cuda_tensors_run_on_torchs_stream_and_come_back_as_tensors():
+    """CUDA tensors go to the cuda backend through views and come back as
+    CUDA tensors; the kernels run on torch's current stream, so work queued
+    on a side stream before the call is seen (no race) without a sync; the
+    convops.torch ops differentiate on the device."""
+    _cupy()
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("torch has no CUDA here")
+    import convops.torch as ct
+    F = torch.nn.functional
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    x = torch.randn(8, 16, 64, 64, device="cuda", dtype=torch.float64, generator=gen)
+    w = torch.randn(32, 16, 3, 3, device="cuda", dtype=torch.float64, generator=gen)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        x2 = x.mul(2).add(1)  # queued on the side stream just before convops reads it
+        y = co.conv(x2, w, padding=1)
+        xg = x2.clone().requires_grad_()
+        yt = ct.conv2d(xg, w, None, 1, 1)
+        yt.square().sum().backward()
+    torch.cuda.synchronize()
+    assert isinstance(y, torch.Tensor) and y.device == x.device and y.dtype == torch.float64
+    expect = F.conv2d(x2, w, None, 1, 1)
+    torch.testing.assert_close(y, expect, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(yt, expect, rtol=1e-10, atol=1e-10)
+    xr = x2.clone().requires_grad_()
+    F.conv2d(xr, w, None, 1, 1).square().sum().backward()
+    torch.testing.assert_close(xg.grad, xr.grad, rtol=1e-9, atol=1e-9)

@@ -99,17 +99,21 @@ def _random_module(rng, transposed: bool):
         kw["padding"] = tuple(int(p) for p in rng.integers(0, 2, nd))
         kw["output_padding"] = tuple(int(rng.integers(0, max(s, d))) for s, d in zip(stride, dilation))
     else:
-        mode = str(rng.choice(["zeros", "reflect", "replicate", "circular"]))
+        mode = ("zeros", "reflect", "replicate", "circular")[int(rng.integers(0, 4))]
         kw["padding_mode"] = mode
         if rng.random() < 0.25 and all(s == 1 for s in stride):
             kw["padding"] = "same"
         else:
             kw["padding"] = tuple(int(p) for p in rng.integers(0, 3, nd))
-    size = tuple(int(v) for v in rng.integers(3, 7, nd))
-    return cls(c_in, c_out, kernel, **kw), (int(rng.integers(0, 3)), c_in) + size
+    size = tuple(int(v) for v in rng.integers(1, 7, nd))  # down to 1: kernels and padding past the input
+    batch = () if rng.random() < 0.15 else (int(rng.integers(0, 3)),)  # unbatched, and N = 0
+    return cls(c_in, c_out, kernel, **kw), batch + (c_in,) + size
 
 
-@pytest.mark.parametrize("seed", range(60))
+FUZZ_SEEDS = range(80)
+
+
+@pytest.mark.parametrize("seed", FUZZ_SEEDS)
 def test_modules_agree_with_torch_nn(seed):
     rng = np.random.default_rng(seed)
     transposed = bool(seed % 3 == 2)
@@ -134,6 +138,29 @@ def test_modules_agree_with_torch_nn(seed):
     got_grads = torch.autograd.grad(got, [x] + list(ours.parameters()), gy, allow_unused=True)
     for e, g in zip(expect_grads, got_grads):
         torch.testing.assert_close(g, e, rtol=1e-10, atol=1e-10)
+
+
+def test_the_module_fuzz_reaches_every_padding_mode_and_feature():
+    """The seeds above cover what they claim, among the geometries torch accepts."""
+    seen = set()
+    for seed in FUZZ_SEEDS:
+        rng = np.random.default_rng(seed)
+        transposed = bool(seed % 3 == 2)
+        torch.manual_seed(seed)
+        module, x_shape = _random_module(rng, transposed)
+        try:
+            module(torch.zeros(x_shape))
+        except RuntimeError:
+            continue
+        seen.add(("transposed", type(module).__name__) if transposed else ("mode", module.padding_mode))
+        seen |= {("groups", module.groups > 1), ("dilation", max(module.dilation) > 1),
+                 ("output_padding", transposed and max(module.output_padding) > 0),
+                 ("unbatched", len(x_shape) == module.weight.dim() - 1), ("empty batch", x_shape[0] == 0)}
+    expected = {("mode", m) for m in ("zeros", "reflect", "replicate", "circular")}
+    expected |= {("transposed", f"ConvTranspose{nd}d") for nd in (1, 2, 3)}
+    expected |= {("groups", True), ("dilation", True), ("output_padding", True), ("unbatched", True),
+                 ("empty batch", True)}
+    assert expected <= seen, sorted(expected - seen)
 
 
 # --- modules ----------------------------------------------------------------
@@ -196,6 +223,15 @@ def test_bad_arguments_are_errors_before_any_kernel():
         ct.conv2d(x.int(), w.int())
     with pytest.raises(TypeError, match="weight must be a torch.Tensor"):
         ct.conv2d(x, np.zeros((4, 3, 3, 3)))
+    # the registered ops validate too, when called directly
+    with pytest.raises(ValueError, match=r"one \(lo, hi\) pair per spatial dim, flattened"):
+        torch.ops.convops.conv(x, w, None, [1, 1], [1, 1, 1], [1, 1], 1, "zeros")
+    with pytest.raises(ValueError, match=r"grad_y must have shape \(1, 4, 6, 6\)"):
+        torch.ops.convops.conv_grad_input(torch.zeros(1, 4, 8, 8), w, [1, 3, 8, 8], [1, 1], [0, 0, 0, 0], [1, 1], 1,
+                                          "zeros")
+    with pytest.raises(ValueError, match=r"padding_mode must be one of"):
+        torch.ops.convops.conv_grad_weight(x, torch.zeros(1, 4, 6, 6), [4, 3, 3, 3], [1, 1], [0, 0, 0, 0], [1, 1], 1,
+                                           "mirror")
 
 
 # --- torch.compile ----------------------------------------------------------
