@@ -8,4 +8,4 @@ venv="${CONVOPS_VENV:-.venv}"
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/python" -m pip install --quiet --upgrade pip
 "$venv/bin/python" -m pip install --quiet -e .
-exec "$venv/bin/convops" selfcheck "$@"
+exec "$venv/bin/convops" check --quick "$@"

@@ -1,17 +1,117 @@
-"""Command line: ``convops selfcheck`` (the main job: every registered
-implementation against the NumPy reference, as a table) and
-``convops shape`` (convolution arithmetic for one dimension)."""
+"""The ``convops`` command line (also ``python -m convops``).
+
+    convops info                 what this machine runs, and why not the rest
+    convops check [--quick]      every implementation against the NumPy reference
+    convops shape --input I --kernel K [...]    the arithmetic (and picture) of one convolution
+    convops explain --input N,C,H,W --weight K,C,R,S [...]   what runs, and why not the others
+
+Bad arguments get one line naming the option and the value, and exit status 2.
+"""
 
 from __future__ import annotations
 
 import argparse
+import math
+import os
+import platform
 import sys
 import time
 
 import numpy as np
 
-from . import arithmetic, problems, reference, registry, tolerance
+from . import __version__, arithmetic, problems, reference, registry, tolerance
 
+COMMANDS = {
+    "info": "what this machine can run: backends (and why one cannot), CPU, BLAS, threads, caches",
+    "check": "check every registered implementation against the NumPy reference, as a table (exit 1 on a failure)",
+    "shape": "output size, padding, transposed equivalent, receptive field and a picture of one convolution",
+    "explain": "which implementation runs a convolution of the given shapes, and why not the others",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``convops shape: error: argument --stride: ...``."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+class _UsageError(Exception):
+    """A bad combination of valid-looking options (one line, exit status 2)."""
+
+
+def _ints(minimum: int):
+    """``3`` or ``3,2`` (one value per spatial dim), each >= minimum."""
+    def parse(text: str) -> tuple:
+        try:
+            values = tuple(int(v) for v in text.split(","))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an int or comma-separated ints, got {text!r}") from None
+        if any(v < minimum for v in values):
+            raise argparse.ArgumentTypeError(f"expected values >= {minimum}, got {text!r}")
+        return values
+    return parse
+
+
+def _padding(text: str):
+    """``1``, ``1,2`` (per dim), ``0:1,2`` (``lo:hi`` per dim) or valid/same/full."""
+    if text in ("valid", "same", "full"):
+        return text
+    try:
+        dims = []
+        for part in text.split(","):
+            lo, _, hi = part.partition(":")
+            dims.append((int(lo), int(hi if hi else lo)))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an int, ints per dim, lo:hi per dim, valid, same or full, "
+                                         f"got {text!r}") from None
+    if any(p < 0 for pair in dims for p in pair):
+        raise argparse.ArgumentTypeError(f"expected padding >= 0, got {text!r}")
+    return tuple(dims)
+
+
+def _per_dim(name: str, values, nd: int) -> tuple:
+    if len(values) == 1:
+        return values * nd
+    if len(values) != nd:
+        raise _UsageError(f"{name} needs 1 or {nd} values (one per spatial dim), got {','.join(map(str, values))}")
+    return tuple(values)
+
+
+# --- info ---------------------------------------------------------------------
+
+def info(args) -> int:
+    import numba
+    print(f"convops {__version__}  (Python {platform.python_version()}, NumPy {np.__version__}, "
+          f"Numba {numba.__version__})")
+    print("backends:")
+    for name in registry.BACKENDS:
+        why = registry.unavailable_reason(name)
+        how = "chosen only when asked for" if not registry.BACKENDS[name].auto else "automatic"
+        print(f"  {name:<9} {'runs here (' + how + ')' if why is None else 'not here: ' + why}")
+    try:
+        from llvmlite import binding
+        features = binding.get_host_cpu_features()
+        simd = [f for f in ("sse4.2", "avx", "avx2", "fma", "avx512f", "avx512vnni", "amx-tile", "neon", "sve")
+                if features.get(f)]
+        print(f"CPU: {binding.get_host_cpu_name()} ({os.cpu_count()} logical cores), SIMD: {' '.join(simd) or '-'}")
+    except Exception as e:  # noqa: BLE001 - informational
+        print(f"CPU: {platform.machine()} ({os.cpu_count()} logical cores); features unknown: {e}")
+    print(f"Numba: {numba.config.NUMBA_NUM_THREADS} threads, threading layer "
+          f"{numba.config.THREADING_LAYER!r} requested")
+    from .cpu import blas  # noqa: F401 - loads the BLAS convops uses (and its kernel choice)
+    from threadpoolctl import threadpool_info
+    for pool in threadpool_info():
+        if pool.get("user_api") == "blas":
+            print(f"BLAS: {pool.get('internal_api')} {pool.get('version')}, kernels {pool.get('architecture')}, "
+                  f"{pool.get('num_threads')} threads ({os.path.basename(pool.get('filepath', ''))})")
+    from .sim import module as sim_module
+    numba_cache = numba.config.CACHE_DIR or "beside the package's sources (__pycache__)"
+    print(f"caches: Numba {numba_cache}; simulator {sim_module.cache_dir()}")
+    return 0
+
+
+# --- check --------------------------------------------------------------------
 
 def _operands(problem, rng):
     a_shape, b_shape = problem.operand_shapes
@@ -23,8 +123,7 @@ def _operands(problem, rng):
 def _adjoint_error(problem, rng) -> float:
     """For the reference itself: <fwd(x, w), y> against <x, dgrad(y, w)> and
     <w, wgrad(x, y)>, in float64."""
-    p = problem.with_op("fwd")
-    p = type(p)(**{**p.__dict__, "dtype": "float64"})
+    p = problem.with_op("fwd").with_dtype("float64")
     x, w = rng.standard_normal(p.x_shape), rng.standard_normal(p.w_shape)
     y = rng.standard_normal(p.y_shape)
     lhs = float(np.vdot(reference.run(p, x, w), y))
@@ -34,91 +133,229 @@ def _adjoint_error(problem, rng) -> float:
     return max(abs(lhs - rx), abs(lhs - rw)) / scale
 
 
-def selfcheck(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="convops selfcheck", description=selfcheck.__doc__)
-    parser.add_argument("--list", choices=["tiny", "rigorous", "networks"], default="tiny",
-                        help="problem list (default: tiny)")
-    parser.add_argument("--backend", default=None, help="only this backend")
-    args = parser.parse_args(argv)
-    plist = {"tiny": problems.TINY, "rigorous": problems.RIGOROUS,
-             "networks": list(problems.NETWORKS.values())}[args.list]
+_LISTS = {"tiny": problems.TINY, "rigorous": problems.RIGOROUS, "networks": list(problems.NETWORKS.values())}
+
+
+def check(args) -> int:
+    from tqdm import tqdm
+    names = [args.list] if args.list else (["tiny"] if args.quick else ["tiny", "rigorous"])
+    plist = [p for name in names for p in _LISTS[name]]
+    if args.backend is not None and args.backend not in registry.BACKENDS:
+        raise _UsageError(f"--backend must be one of {', '.join(registry.BACKENDS)}, got {args.backend!r}")
+    impls = [i for i in registry.implementations(backend=args.backend)
+             if i.backend in registry.available_backends()]
+    if not impls:
+        raise _UsageError(f"backend {args.backend!r} does not run here: {registry.unavailable_reason(args.backend)}")
     rng = np.random.default_rng(0)
+    print(f"convops check: {len(impls)} implementations x {len(plist)} problems ({' + '.join(names)}), "
+          f"backends: {', '.join(sorted({i.backend for i in impls}))}", flush=True)
     rows, failed = [], 0
-    print(f"convops selfcheck: {len(plist)} problems x 3 passes, backends: {', '.join(registry.available_backends())}")
-    for impl in registry.implementations(backend=args.backend):
-        if impl.backend not in registry.available_backends():
-            continue
-        ran, skipped, worst, ok, seconds = 0, 0, 0.0, True, 0.0
-        for base in plist:
-            p = base.with_op(impl.op)
-            if impl.reasons(p) or p.is_empty:
-                skipped += 1
-                continue
-            t0 = time.perf_counter()
-            if impl.backend == "numpy":  # the oracle is checked by its identities
-                err, tol = _adjoint_error(p, rng), tolerance.TOLERANCE["float64"] * 100
-            else:
-                a, b = _operands(p, rng)
-                out = impl.run(p, a, b, None)
-                err = tolerance.relative_error(out, reference.run(p, a, b))
-                tol = impl.tolerance(p)
-            seconds += time.perf_counter() - t0
-            ran += 1
-            worst = max(worst, err / tol)
-            ok &= err <= tol
-        failed += not ok
-        rows.append((impl.op, impl.name, ran, skipped, f"{worst:.2e}", "ok" if ok else "FAIL", f"{seconds:.2f}"))
+    bar = tqdm(total=len(impls) * len(plist), unit="case", file=sys.stderr, mininterval=0.5,
+               disable=args.no_progress, bar_format="{l_bar}{bar:24}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}]")
+    with bar:
+        for impl in impls:
+            bar.set_description_str(f"{impl.op} {impl.name}"[:36].ljust(36))
+            ran, skipped, worst, ok, seconds = 0, 0, 0.0, True, 0.0
+            for base in plist:
+                bar.update()
+                p = base.with_op(impl.op)
+                if impl.reasons(p) or p.is_empty:
+                    skipped += 1
+                    continue
+                t0 = time.perf_counter()
+                if impl.backend == "numpy":  # the oracle is checked by its identities
+                    err, tol = _adjoint_error(p, rng), tolerance.TOLERANCE["float64"] * 100
+                else:
+                    a, b = _operands(p, rng)
+                    err = tolerance.relative_error(impl.run(p, a, b, None), reference.run(p, a, b))
+                    tol = impl.tolerance(p)
+                seconds += time.perf_counter() - t0
+                ran += 1
+                worst = max(worst, err / tol)
+                ok &= err <= tol
+            failed += not ok
+            rows.append((impl.op, impl.name, ran, skipped, f"{worst:.2e}", "ok" if ok else "FAIL", f"{seconds:.2f}"))
     head = ("op", "implementation", "ran", "skipped", "err/tol", "status", "seconds")
     widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
     for r in [head] + rows:
         print("  ".join(str(v).ljust(w) for v, w in zip(r, widths)))
     print("reference rows check <fwd(x,w),y> == <x,dgrad(y,w)> == <w,wgrad(x,y)> in float64; "
-          "others compare with the reference (err/tol <= 1 passes); seconds include Numba compilation "
+          "others compare with the reference (err/tol <= 1 passes); seconds include compilation "
           "on the first run (kernels are cached on disk afterwards)")
     print("FAILED" if failed else "all implementations agree with the reference")
     return 1 if failed else 0
 
 
-def shape(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="convops shape",
-                                     description="Output size of a convolution along one dimension.")
-    parser.add_argument("input", type=int)
-    parser.add_argument("kernel", type=int)
-    parser.add_argument("--stride", type=int, default=1)
-    parser.add_argument("--padding", default="0", help="int, lo,hi, valid, same or full")
-    parser.add_argument("--dilation", type=int, default=1)
-    parser.add_argument("--transposed", action="store_true")
-    parser.add_argument("--output-padding", type=int, default=0)
-    args = parser.parse_args(argv)
-    if args.padding in ("valid", "same", "full"):
-        pad = arithmetic.resolve_padding(args.padding, args.input, args.kernel, args.stride, args.dilation)
+# --- shape ----------------------------------------------------------------------
+
+def _picture(i, k, s, pad, d, transposed, a) -> list[str]:
+    """The convolution-arithmetic guide's picture along one dimension: the
+    (padded, for a transposed convolution zero-inserted) input, and the
+    kernel's taps at each output position."""
+    lo, hi = pad
+    if transposed:  # the equivalent direct convolution: zeros inserted, padded by d*(k-1) - p (+ a)
+        eq = arithmetic.transpose_equivalent(i, k, s, pad, d, a)
+        inserted = []
+        for j in range(i):
+            inserted += ["x"] + (["."] * (s - 1) if j < i - 1 else [])
+        before, after = eq.padding  # negative: that many cells are cropped
+        inserted = inserted[max(-before, 0):len(inserted) - max(-after, 0)]
+        cells = ["0"] * max(before, 0) + inserted + ["0"] * max(after, 0)
+        step, outputs = 1, eq.output_size
     else:
-        parts = [int(v) for v in args.padding.split(",")]
-        pad = (parts[0], parts[-1])
-    if args.transposed:
-        o = arithmetic.conv_transpose_output_size(args.input, args.kernel, args.stride, pad, args.dilation,
-                                                  args.output_padding)
-        lo, hi = arithmetic.conv_transpose_output_range(args.input, args.kernel, args.stride, pad, args.dilation)
-        print(f"transposed: input {args.input}, kernel {args.kernel}, stride {args.stride}, padding {pad}, "
-              f"dilation {args.dilation}, output_padding {args.output_padding} -> output {o} "
-              f"(valid output sizes {lo}..{hi})")
+        cells, step = ["0"] * lo + ["x"] * i + ["0"] * hi, s
+        outputs = arithmetic.conv_output_size(i, k, s, pad, d)
+    shown = min(outputs, 8)
+    lines = ["input   " + " ".join(cells)]
+    for o in range(shown):
+        row = [" "] * len(cells)
+        for t in range(k):
+            pos = o * step + t * d
+            if pos < len(row):
+                row[pos] = "#"
+        lines.append(f"out {o:<3} " + " ".join(row))
+    if outputs > shown:
+        lines.append(f"... {outputs - shown} more output positions")
+    lines.append("legend: x input, 0 padding, . zero inserted between inputs (transposed), # kernel tap")
+    return lines
+
+
+def shape(args) -> int:
+    nd = max(len(args.input), len(args.kernel), len(args.stride), len(args.dilation), len(args.output_padding),
+             1 if isinstance(args.padding, str) else len(args.padding))
+    i, k = _per_dim("--input", args.input, nd), _per_dim("--kernel", args.kernel, nd)
+    s, d = _per_dim("--stride", args.stride, nd), _per_dim("--dilation", args.dilation, nd)
+    a = _per_dim("--output-padding", args.output_padding, nd)
+    if any(a) and not args.transposed:
+        raise _UsageError("--output-padding applies to --transposed only")
+    if isinstance(args.padding, str):
+        if args.transposed and args.padding == "same":
+            pads = tuple(arithmetic.resolve_padding("same", ii * ss, kk, ss, dd) for ii, kk, ss, dd in zip(i, k, s, d))
+        elif args.transposed:
+            pads = tuple(arithmetic.resolve_padding(args.padding, 0, kk, ss, dd) for kk, ss, dd in zip(k, s, d))
+        else:
+            pads = tuple(arithmetic.resolve_padding(args.padding, ii, kk, ss, dd) for ii, kk, ss, dd in zip(i, k, s, d))
     else:
-        o = arithmetic.conv_output_size(args.input, args.kernel, args.stride, pad, args.dilation)
-        print(f"input {args.input}, kernel {args.kernel}, stride {args.stride}, padding {pad}, "
-              f"dilation {args.dilation} -> output {o}")
+        pads = _per_dim("--padding", args.padding, nd)
+    kind = "transposed convolution" if args.transposed else "convolution"
+    lines, outs = [f"{kind}: input {i}, kernel {k}, stride {s}, padding {pads}, dilation {d}"
+                   + (f", output_padding {a}" if args.transposed else "")], []
+    for dim in range(nd):  # everything is computed (and checked) before anything is printed
+        if args.transposed:
+            o = arithmetic.conv_transpose_output_size(i[dim], k[dim], s[dim], pads[dim], d[dim], a[dim])
+            low, high = arithmetic.conv_transpose_output_range(i[dim], k[dim], s[dim], pads[dim], d[dim])
+            eq = arithmetic.transpose_equivalent(i[dim], k[dim], s[dim], pads[dim], d[dim], a[dim])
+            lines.append(f"  dim {dim}: output {o} (valid output sizes {low}..{high}); equivalent direct convolution: "
+                  f"{eq.input_size} inputs ({s[dim] - 1} zeros inserted between neighbors), padding {eq.padding} "
+                  f"(negative: cropped), "
+                  f"kernel {k[dim]}, stride 1, dilation {d[dim]}")
+        else:
+            o = arithmetic.conv_output_size(i[dim], k[dim], s[dim], pads[dim], d[dim])
+            rf = arithmetic.receptive_field([(k[dim], s[dim], pads[dim][0], d[dim])])
+            lines.append(f"  dim {dim}: output {o}; each output sees {rf.size} inputs (dilated kernel "
+                  f"{arithmetic.effective_kernel_size(k[dim], d[dim])}); outputs {rf.jump} input(s) apart")
+        outs.append(o)
+    print("\n".join(lines))
+    c = args.channels
+    params = arithmetic.conv_params(c, c, k, 1, bias=True)
+    flops = arithmetic.conv_flops(1, c, c, k, outs if not args.transposed else i)
+    print(f"output size {tuple(outs)}; with {c} input and {c} output channels: {params:,} parameters "
+          f"(with bias), {flops:,} FLOPs per image per pass")
+    for dim in range(nd):
+        if nd > 1:
+            print(f"dim {dim}:")
+        for line in _picture(i[dim], k[dim], s[dim], pads[dim], d[dim], args.transposed, a[dim]):
+            print("  " + line)
     return 0
 
 
+# --- explain --------------------------------------------------------------------
+
+def explain(args) -> int:
+    from . import api
+    x = np.broadcast_to(np.empty((), args.dtype), args.input)  # shapes only: nothing is allocated or run
+    w = np.broadcast_to(np.empty((), args.dtype), args.weight)
+    nd = len(args.weight) - 2
+    if nd < 1:
+        raise _UsageError(f"--weight needs 3 to 5 values (K, C/groups, *kernel), got {','.join(map(str, args.weight))}")
+    kw = dict(stride=_per_dim("--stride", args.stride, nd), dilation=_per_dim("--dilation", args.dilation, nd),
+              groups=args.groups, padding_mode=args.padding_mode, backend=args.backend, algorithm=args.algorithm)
+    kw["padding"] = args.padding if isinstance(args.padding, str) else _per_dim("--padding", args.padding, nd)
+    if args.transposed:
+        print(api.explain(x, w, "conv_transpose", output_padding=_per_dim("--output-padding", args.output_padding,
+                                                                        nd), **kw))
+    else:
+        print(api.explain(x, w, "conv", **kw))
+    return 0
+
+
+# --- the parser -----------------------------------------------------------------
+
+def _conv_options(p, per_dim_help=" (one value, or one per spatial dim: 2,1)"):
+    p.add_argument("--stride", type=_ints(1), default=(1,), help="stride" + per_dim_help)
+    p.add_argument("--padding", type=_padding, default=((0, 0),),
+                   help="int, ints per dim, lo:hi per dim (0:1,1), valid, same or full")
+    p.add_argument("--dilation", type=_ints(1), default=(1,), help="dilation" + per_dim_help)
+    p.add_argument("--transposed", action="store_true", help="a transposed convolution")
+    p.add_argument("--output-padding", type=_ints(0), default=(0,), help="transposed only" + per_dim_help)
+
+
+def parser() -> argparse.ArgumentParser:
+    top = _Parser(prog="convops", description="Convolution kernels for Python: check them and see what a "
+                  "convolution does.", epilog="`convops <command> --help` describes each command's options.")
+    top.add_argument("--version", action="version", version=f"convops {__version__}")
+    sub = top.add_subparsers(dest="command", metavar="command", parser_class=_Parser)
+
+    sub.add_parser("info", help=COMMANDS["info"], description=COMMANDS["info"])
+
+    p = sub.add_parser("check", help=COMMANDS["check"], description=COMMANDS["check"])
+    p.add_argument("--quick", action="store_true", help="the tiny problem list only (edge cases)")
+    p.add_argument("--list", choices=sorted(_LISTS), help="one named problem list (default: tiny and rigorous)")
+    p.add_argument("--backend", help=f"only this backend ({', '.join(registry.BACKENDS)})")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("shape", help=COMMANDS["shape"], description=COMMANDS["shape"])
+    p.add_argument("--input", type=_ints(0), required=True, help="input size (one value, or one per dim: 28,28)")
+    p.add_argument("--kernel", type=_ints(1), required=True, help="kernel size (one value, or one per dim)")
+    p.add_argument("--channels", type=_ints(1), default=(1,), help="channels in and out, for parameters and FLOPs")
+    _conv_options(p)
+
+    p = sub.add_parser("explain", help=COMMANDS["explain"], description=COMMANDS["explain"])
+    p.add_argument("--input", type=_ints(0), required=True, help="input shape N,C,*spatial (or C,*spatial)")
+    p.add_argument("--weight", type=_ints(0), required=True,
+                   help="weight shape K,C/groups,*kernel (transposed: C_in,C_out/groups,*kernel)")
+    p.add_argument("--groups", type=int, default=1)
+    p.add_argument("--padding-mode", default="zeros")
+    p.add_argument("--dtype", default="float32", choices=["float16", "float32", "float64"])
+    p.add_argument("--backend", default="auto")
+    p.add_argument("--algorithm", default="auto")
+    _conv_options(p)
+    return top
+
+
+_RUN = {"info": info, "check": check, "shape": shape, "explain": explain}
+
+
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    commands = {"selfcheck": selfcheck, "shape": shape}
-    if not argv or argv[0] not in commands:
-        print("usage: convops {selfcheck,shape} [options]   (convops <command> --help for more)")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["selfcheck"]:  # the earlier name of check
+        argv[0] = "check"
+    top = parser()
+    args = top.parse_args(argv)  # exits 2 on bad arguments, 0 on --help
+    if args.command is None:
+        top.print_help()
         return 2
+    if args.command == "shape":
+        args.channels = args.channels[0]
+    # Bad values the parser cannot see (a stride of the wrong length, a shape validation rejects) are
+    # one line and status 2; for check and info only the usage errors are (a kernel's error is a bug).
+    caught = (_UsageError, ValueError, TypeError) if args.command in ("shape", "explain") else (_UsageError,)
     try:
-        return commands[argv[0]](argv[1:])
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
+        return _RUN[args.command](args)
+    except caught as e:
+        from .errors import UnsupportedError
+        text = str(e) if isinstance(e, UnsupportedError) else (str(e).splitlines() or [type(e).__name__])[0]
+        print(f"convops {args.command}: error: {text}", file=sys.stderr)
         return 2
 
 

@@ -362,5 +362,8 @@ def test_transposed_arithmetic_accepts_output_padding_below_dilation():
 
 def test_shape_command_rejects_bad_transposed_parameters():
     from convops import cli
-    assert cli.main(["shape", "4", "3", "--stride", "2", "--transposed", "--output-padding", "2"]) == 2
-    assert cli.main(["shape", "4", "3", "--stride", "0", "--transposed"]) == 2
+    assert cli.main(["shape", "--input", "4", "--kernel", "3", "--stride", "2", "--transposed",
+                     "--output-padding", "2"]) == 2
+    with pytest.raises(SystemExit) as exit_info:  # the parser's own check
+        cli.main(["shape", "--input", "4", "--kernel", "3", "--stride", "0", "--transposed"])
+    assert exit_info.value.code == 2
