@@ -80,6 +80,9 @@ def _from_torch(name: str, t):
     if dtype not in _TORCH_DTYPES:
         raise TypeError(f"{name} must be a floating-point tensor (float16, float32 or float64), "
                         f"got {name} of dtype {t.dtype}")
+    if t.layout != sys.modules["torch"].strided:
+        raise TypeError(f"{name} is a torch tensor with layout {t.layout}; pass a dense tensor "
+                        f"({name}.to_dense())")
     t = t.detach()
     if t.is_conj() or t.is_neg():  # lazily negated/conjugated views have no plain buffer
         t = t.resolve_conj().resolve_neg()
@@ -98,10 +101,15 @@ def _from_dlpack(name: str, a):
     except Exception as e:  # a tracer, a deleted buffer, a broken exporter
         hint = "; inside jax.jit, jax.grad or jax.vmap use convops.jax" if _jax_array(a) else ""
         raise TypeError(f"{name} ({_describe(a)}) cannot be read through DLPack: {e}{hint}") from None
-    if device_type == _KDL_CPU:
-        return np.from_dlpack(a)
-    if device_type in (_KDL_CUDA, _KDL_CUDA_HOST, _KDL_CUDA_MANAGED):
-        return _cupy_from_dlpack(name, a)
+    try:
+        if device_type == _KDL_CPU:
+            return np.from_dlpack(a)
+        if device_type in (_KDL_CUDA, _KDL_CUDA_HOST, _KDL_CUDA_MANAGED):
+            return _cupy_from_dlpack(name, a)
+    except (RuntimeError, BufferError, ValueError) as e:  # e.g. a dtype NumPy/CuPy cannot hold (bfloat16)
+        dtype = getattr(a, "dtype", "unknown")
+        raise TypeError(f"{name} ({_describe(a)} of dtype {dtype}) cannot be read through DLPack: {e}; convops "
+                        f"takes float16, float32 and float64 arrays") from None
     raise TypeError(f"{name} ({_describe(a)}) is on DLPack device type {device_type}; convops runs on CPU "
                     f"and CUDA arrays")
 
@@ -109,12 +117,12 @@ def _from_dlpack(name: str, a):
 def native(name: str, a):
     """``a`` as an array the kernels take (a view where the layout allows);
     None stays None.  TypeError naming ``name`` for anything else."""
-    if a is None or type(a) is np.ndarray or hasattr(a, "__cuda_array_interface__") and not _torch_tensor(a):
+    if a is None or type(a) is np.ndarray:
         return a
-    if isinstance(a, np.ndarray):
-        return a  # a subclass (memmap, matrix, masked): validation decides
-    if _torch_tensor(a):
+    if _torch_tensor(a):  # first: a CUDA tensor that requires grad raises on __cuda_array_interface__
         return _from_torch(name, a)
+    if isinstance(a, np.ndarray) or hasattr(a, "__cuda_array_interface__"):
+        return a  # a NumPy subclass (memmap, matrix, masked; validation decides), CuPy, Numba, ...
     if hasattr(a, "__dlpack__"):
         return _from_dlpack(name, a)
     hint = f"; wrap it with numpy.asarray({name})" if isinstance(a, (list, tuple, int, float)) else ""

@@ -35,7 +35,7 @@ def _stand_in(name: str, a):
     validation on shapes (``a`` may be a tracer)."""
     if a is None:
         return None
-    if not hasattr(a, "shape") or not hasattr(a, "dtype"):
+    if not isinstance(a, (jax.Array, np.ndarray)):
         raise TypeError(f"{name} must be a JAX or NumPy array, got {type(a).__module__}.{type(a).__qualname__}")
     return np.broadcast_to(np.empty((), np.dtype(a.dtype)), tuple(a.shape))
 

@@ -26,15 +26,16 @@ state_dict and ``padding_mode``; only the convolution itself runs in convops.
 
 from __future__ import annotations
 
-import functools
+import warnings
 from typing import List, Optional
 
 import numpy as np
 import torch
+import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import api, validate
+from . import api, arithmetic, validate
 
 __all__ = ["conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
            "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d",
@@ -101,8 +102,20 @@ def _conv(input: Tensor, weight: Tensor, bias: Optional[Tensor], stride: List[in
                     groups=groups, padding_mode=padding_mode)
 
 
+def _symbolic(*shapes) -> bool:
+    """Shapes under torch.compile's dynamic shapes: validation, which needs
+    concrete sizes, is left to the real implementation (still before any
+    kernel runs)."""
+    return any(isinstance(v, torch.SymInt) for shape in shapes for v in shape)
+
+
 @_conv.register_fake
 def _conv_fake(input, weight, bias, stride, padding, dilation, groups, padding_mode):
+    nd = weight.dim() - 2
+    if _symbolic(input.shape, weight.shape):
+        outs = [arithmetic.conv_output_size(i, k, s, p, d) for i, k, s, p, d in
+                zip(input.shape[-nd:], weight.shape[2:], stride, _pairs(padding), dilation)]
+        return input.new_empty(list(input.shape[:-nd - 1]) + [weight.shape[0]] + outs)
     call = validate.conv_call(_shape_only("input", input), _shape_only("weight", weight), _maybe("bias", bias),
                               stride=stride, padding=_pairs(padding), dilation=dilation, groups=groups,
                               padding_mode=padding_mode)
@@ -118,6 +131,8 @@ def _conv_grad_input(grad_y: Tensor, weight: Tensor, input_shape: List[int], str
 
 @_conv_grad_input.register_fake
 def _conv_grad_input_fake(grad_y, weight, input_shape, stride, padding, dilation, groups, padding_mode):
+    if _symbolic(grad_y.shape, weight.shape, input_shape):
+        return grad_y.new_empty(list(input_shape))
     validate.conv_grad_input_call(_shape_only("grad_y", grad_y), _shape_only("weight", weight), input_shape,
                                   stride=stride, padding=_pairs(padding), dilation=dilation, groups=groups,
                                   padding_mode=padding_mode)
@@ -133,6 +148,8 @@ def _conv_grad_weight(input: Tensor, grad_y: Tensor, weight_shape: List[int], st
 
 @_conv_grad_weight.register_fake
 def _conv_grad_weight_fake(input, grad_y, weight_shape, stride, padding, dilation, groups, padding_mode):
+    if _symbolic(input.shape, grad_y.shape, weight_shape):
+        return input.new_empty(list(weight_shape))
     validate.conv_grad_weight_call(_shape_only("input", input), _shape_only("grad_y", grad_y), weight_shape,
                                    stride=stride, padding=_pairs(padding), dilation=dilation, groups=groups,
                                    padding_mode=padding_mode)
@@ -197,37 +214,36 @@ _conv_grad_weight.register_autograd(_grad_weight_backward, setup_context=_grad_w
 
 # --- torch.nn.functional's signatures --------------------------------------
 
-def _frozen(v):
-    """Arguments as a memo key: lists (of lists) become tuples."""
-    return tuple(_frozen(e) for e in v) if isinstance(v, (list, tuple)) else v
+def _typed(v):
+    """A memo key that tells 1 from 1.0 from True (equal as dict keys, not as
+    arguments) and lists from their values: type and value, recursively."""
+    if isinstance(v, (list, tuple)):
+        return type(v), tuple(_typed(e) for e in v)
+    return type(v), v
 
 
-# Argument resolution runs on shapes and dtypes only, and torch.compile treats
-# its result as a constant of the traced graph (it is validation, not math).
-# It is memoized: a training loop resolves the same few calls every step.
-def _memoized(memo, args) -> list:
-    key = tuple(map(_frozen, args))
+_RESOLVED: dict = {}
+_RESOLVED_KEPT = 1024
+
+
+def _memoized(resolve, args) -> list:
+    """``resolve(*args)`` (validation on shapes, the op's arguments), memoized:
+    a training loop resolves the same few calls every step."""
     try:
-        hash(key)
+        key = (resolve, _typed(args))
+        found = _RESOLVED.get(key)
     except TypeError:  # an argument no key can hold (validation will name it)
-        found = memo.__wrapped__(*key)
-    else:
-        found = memo(*key)
+        key = found = None
+    if found is None:
+        found = resolve(*args)
+        if key is not None:
+            if len(_RESOLVED) >= _RESOLVED_KEPT:
+                _RESOLVED.clear()
+            _RESOLVED[key] = found
     return [list(v) if isinstance(v, tuple) else v for v in found]  # the op's schema takes int[]
 
 
-@torch.compiler.assume_constant_result
-def _resolve_forward(*args):
-    return _memoized(_resolve_forward_memo, args)
-
-
-@torch.compiler.assume_constant_result
-def _resolve_transposed(*args):
-    return _memoized(_resolve_transposed_memo, args)
-
-
-@functools.lru_cache(maxsize=1024)
-def _resolve_forward_memo(nd, x, w, b, stride, padding, dilation, groups, padding_mode):
+def _resolve_forward(nd, x, w, b, stride, padding, dilation, groups, padding_mode):
     call = validate.conv_call(_stand_in("input", x), _stand_in("weight", w), _stand_in("bias", b), stride=stride,
                               padding=padding, dilation=dilation, groups=groups, padding_mode=padding_mode,
                               expect_ndim=nd, fn=f"conv{nd}d")
@@ -235,9 +251,8 @@ def _resolve_forward_memo(nd, x, w, b, stride, padding, dilation, groups, paddin
     return p.stride, tuple(_flat(p.padding)), p.dilation, p.groups, p.padding_mode
 
 
-@functools.lru_cache(maxsize=1024)
-def _resolve_transposed_memo(nd, x, w, b, stride, padding, output_padding, groups, dilation, output_size,
-                             padding_mode):
+def _resolve_transposed(nd, x, w, b, stride, padding, output_padding, groups, dilation, output_size,
+                        padding_mode):
     call = validate.conv_transpose_call(
         _stand_in("input", x), _stand_in("weight", w), _stand_in("bias", b), stride=stride, padding=padding,
         output_padding=output_padding, output_size=output_size, dilation=dilation, groups=groups,
@@ -248,17 +263,75 @@ def _resolve_transposed_memo(nd, x, w, b, stride, padding, output_padding, group
             p.groups, p.padding_mode)
 
 
+# Under torch.compile the shapes may be symbolic, so the arguments are
+# normalized by plain arithmetic that traces (no validation: the fake
+# implementations validate at trace time); eagerly they are validated on
+# shapes, memoized.
+
+def _per_dim(v, nd: int) -> list:
+    return [v] * nd if isinstance(v, int) else list(v)
+
+
+def _traced_pads(padding, in_size, kernel, stride, dilation) -> list:
+    if isinstance(padding, str):
+        return [arithmetic.resolve_padding(padding, i, k, s, d) for i, k, s, d in zip(in_size, kernel, stride, dilation)]
+    if isinstance(padding, int):
+        return [(padding, padding)] * len(kernel)
+    return [(p, p) if isinstance(p, int) else (p[0], p[1]) for p in padding]
+
+
+def _traced_forward(nd, input, weight, stride, padding, dilation, groups, padding_mode):
+    s, d, kernel = _per_dim(stride, nd), _per_dim(dilation, nd), list(weight.shape[2:])
+    pads = _traced_pads(padding, list(input.shape[-nd:]), kernel, s, d)
+    return s, _flat(pads), d, groups, padding_mode
+
+
+def _traced_transposed(nd, input, weight, stride, padding, output_padding, groups, dilation, output_size,
+                       padding_mode):
+    s, d, a, kernel = _per_dim(stride, nd), _per_dim(dilation, nd), _per_dim(output_padding, nd), list(weight.shape[2:])
+    in_size = list(input.shape[-nd:])
+    if padding == "same":
+        target = list(output_size)[-nd:] if output_size is not None else [i * si for i, si in zip(in_size, s)]
+        pads = _traced_pads("same", target, kernel, s, d)
+    else:
+        pads = _traced_pads(padding, [0] * nd, kernel, s, d)  # valid and full do not depend on the size
+    if output_size is not None:
+        outs = list(output_size)[-nd:]
+    else:
+        outs = [arithmetic.conv_transpose_output_size(*v) for v in zip(in_size, kernel, s, pads, d, a)]
+    extra = [arithmetic.conv_output_size(o, k, si, p, di) - i for o, k, si, p, di, i in zip(outs, kernel, s, pads, d,
+                                                                                             in_size)]
+    lead = [input.shape[0]] if input.dim() == nd + 2 else []
+    return extra, lead + [weight.shape[1] * groups] + outs, s, _flat(pads), d, groups, padding_mode
+
+
+def _no_forward_ad(*tensors):
+    """Forward-mode AD would see the ops as constants (zero tangents): refuse it."""
+    if fwAD._current_level >= 0 and any(t is not None and fwAD.unpack_dual(t).tangent is not None for t in tensors):
+        raise NotImplementedError("convops.torch has reverse-mode gradients (autograd, any order); forward-mode AD "
+                                  "(torch.func.jvp, torch.autograd.forward_ad) is not supported")
+
+
 def _forward(nd, input, weight, bias, stride, padding, dilation, groups, padding_mode):
-    params = _resolve_forward(nd, _spec("input", input), _spec("weight", weight), _spec("bias", bias), stride,
-                              padding, dilation, groups, padding_mode)
+    _no_forward_ad(input, weight, bias)
+    if torch.compiler.is_compiling():
+        params = _traced_forward(nd, input, weight, stride, padding, dilation, groups, padding_mode)
+    else:
+        params = _memoized(_resolve_forward, (nd, _spec("input", input), _spec("weight", weight),
+                                              _spec("bias", bias), stride, padding, dilation, groups, padding_mode))
     return _conv(input, weight, bias, *params)
 
 
 def _transposed(nd, input, weight, bias, stride, padding, output_padding, groups, dilation, output_size,
                 padding_mode):
-    extra, out_shape, *params = _resolve_transposed(nd, _spec("input", input), _spec("weight", weight),
-                                             _spec("bias", bias), stride, padding, output_padding, groups,
-                                             dilation, output_size, padding_mode)
+    _no_forward_ad(input, weight, bias)
+    if torch.compiler.is_compiling():
+        extra, out_shape, *params = _traced_transposed(nd, input, weight, stride, padding, output_padding, groups,
+                                                       dilation, output_size, padding_mode)
+    else:
+        extra, out_shape, *params = _memoized(_resolve_transposed, (
+            nd, _spec("input", input), _spec("weight", weight), _spec("bias", bias), stride, padding,
+            output_padding, groups, dilation, output_size, padding_mode))
     if any(extra):
         # output_padding >= stride (allowed when the dilation is larger) asks for outputs that a
         # forward conv of that size would pair with more inputs than there are: those inputs are
@@ -369,6 +442,7 @@ class ConvTranspose3d(_ConvTransposeMixin, torch.nn.ConvTranspose3d):
     """``torch.nn.ConvTranspose3d`` (same constructor and state_dict) running convops."""
 
 
+_CONVOPS_CLASSES = (Conv1d, Conv2d, Conv3d, ConvTranspose1d, ConvTranspose2d, ConvTranspose3d)
 _REPLACEMENTS = {torch.nn.Conv1d: Conv1d, torch.nn.Conv2d: Conv2d, torch.nn.Conv3d: Conv3d,
                  torch.nn.ConvTranspose1d: ConvTranspose1d, torch.nn.ConvTranspose2d: ConvTranspose2d,
                  torch.nn.ConvTranspose3d: ConvTranspose3d}
@@ -380,13 +454,21 @@ def replace_convs(model: torch.nn.Module) -> torch.nn.Module:
 
     Each module keeps its identity, parameters, buffers and hooks: only its
     class changes to the convops subclass.  Only the six exact ``torch.nn``
-    classes are replaced; a user's subclass of one may override ``forward``,
-    so it is left alone.
+    classes are replaced: a subclass may override ``forward``, and lazy and
+    parametrized (weight_norm, spectral_norm) convolutions are generated
+    subclasses, so they are left alone, with a warning that names them.
     """
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__module__}.{type(model).__qualname__}")
-    for module in model.modules():
+    left = []
+    for name, module in model.named_modules():
         replacement = _REPLACEMENTS.get(type(module))
         if replacement is not None:
             module.__class__ = replacement
+        elif isinstance(module, torch.nn.modules.conv._ConvNd) and not isinstance(module, _CONVOPS_CLASSES):
+            left.append(f"{name or '<model>'} ({type(module).__name__})")
+    if left:
+        warnings.warn(f"replace_convs left {len(left)} convolution(s) running torch: {', '.join(left)}; only the "
+                      f"six torch.nn classes themselves are replaced (not subclasses, lazy or parametrized "
+                      f"modules such as weight_norm's)", stacklevel=2)
     return model

@@ -99,6 +99,18 @@ def test_unsupported_tensor_dtypes_are_type_errors(dtype):
         co.conv(x, torch.zeros(1, 1, 3, 3))
 
 
+def test_sparse_tensors_are_type_errors():
+    with pytest.raises(TypeError, match=r"x is a torch tensor with layout torch.sparse_coo; pass a dense tensor"):
+        co.conv(torch.zeros(1, 1, 4, 4).to_sparse(), torch.zeros(1, 1, 3, 3))
+
+
+def test_jax_bfloat16_is_a_type_error_naming_the_argument():
+    jax = pytest.importorskip("jax")
+    x = jax.numpy.ones((1, 1, 4, 4), jax.numpy.bfloat16)
+    with pytest.raises(TypeError, match=r"^x \(.*bfloat16.*\) cannot be read through DLPack"):
+        co.conv(x, np.zeros((1, 1, 3, 3), np.float32))
+
+
 def test_tensor_on_an_unsupported_device_is_a_type_error():
     with pytest.raises(TypeError, match=r"weight is a torch tensor on device meta"):
         co.conv(torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 3, 3, device="meta"))

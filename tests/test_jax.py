@@ -146,3 +146,6 @@ def test_errors_at_trace_time():
         cj.conv(x.astype(jnp.int32), w.astype(jnp.int32))
     with pytest.raises(TypeError, match=r"x must be a JAX or NumPy array"):
         cj.conv([[1.0]], w)
+    torch = pytest.importorskip("torch")
+    with pytest.raises(TypeError, match=r"x must be a JAX or NumPy array, got torch.Tensor"):
+        cj.conv(torch.zeros(1, 3, 8, 8), w)

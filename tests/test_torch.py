@@ -202,11 +202,15 @@ def test_replace_convs_nested_root_and_subclasses():
                                 torch.nn.Sequential(torch.nn.ReLU(), torch.nn.ConvTranspose2d(2, 2, 2)),
                                 Mine(2, 2, 1))
     inner = model[1][1]
-    assert ct.replace_convs(model) is model
+    with pytest.warns(UserWarning, match=r"left 1 convolution\(s\) running torch: 2 \(Mine\)"):
+        assert ct.replace_convs(model) is model
     assert type(model[0]) is ct.Conv2d and type(model[1][1]) is ct.ConvTranspose2d and model[1][1] is inner
     assert type(model[2]) is Mine
     root = torch.nn.Conv1d(1, 1, 1)
     assert type(ct.replace_convs(root)) is ct.Conv1d
+    normed = torch.nn.Sequential(torch.nn.utils.parametrizations.weight_norm(torch.nn.Conv2d(1, 2, 3)))
+    with pytest.warns(UserWarning, match=r"0 \(ParametrizedConv2d\)"):
+        ct.replace_convs(normed)
     with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
         ct.replace_convs([torch.nn.Conv1d(1, 1, 1)])
 
@@ -253,6 +257,49 @@ def test_torch_compile_forward_fullgraph_and_training_step():
         run(x).backward()
     for a, b in zip(eager.parameters(), compiled_model.parameters()):
         torch.testing.assert_close(b.grad, a.grad, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("dynamic", [None, True])
+def test_torch_compile_with_changing_shapes(dynamic):
+    """Batch and image sizes change between calls (a smaller last batch):
+    one graph (fullgraph), static or dynamic shapes, forward and backward."""
+    torch.manual_seed(0)
+    ref = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, stride=2, padding=1, padding_mode="reflect"), torch.nn.ReLU(),
+                              torch.nn.ConvTranspose2d(4, 2, 3, stride=2, padding=1, output_padding=1))
+    ours = ct.replace_convs(copy.deepcopy(ref))
+    step = torch.compile(lambda m, x: m(x).square().mean(), fullgraph=True, dynamic=dynamic)
+    for shape in [(2, 3, 8, 8), (3, 3, 8, 8), (1, 3, 10, 6)]:
+        x = torch.randn(shape)
+        ours.zero_grad()
+        ref.zero_grad()
+        loss = step(ours, x)
+        expect = ref(x).square().mean()
+        torch.testing.assert_close(loss, expect, rtol=1e-5, atol=1e-6)
+        loss.backward()
+        expect.backward()
+        for a, b in zip(ref.parameters(), ours.parameters()):
+            torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_forward_mode_ad_is_refused_not_zero():
+    x, w = torch.randn(1, 2, 5, 5), torch.randn(3, 2, 3, 3)
+    with pytest.raises(NotImplementedError, match="forward-mode AD"):
+        torch.func.jvp(lambda w: ct.conv2d(x, w), (w,), (torch.randn_like(w),))
+    import torch.autograd.forward_ad as fwAD
+    with fwAD.dual_level(), pytest.raises(NotImplementedError, match="forward-mode AD"):
+        ct.conv_transpose2d(fwAD.make_dual(x, torch.ones_like(x)), w.transpose(0, 1).contiguous())
+
+
+def test_argument_memo_tells_ints_from_floats_and_bools():
+    x, w = torch.randn(1, 3, 8, 8), torch.randn(4, 3, 3, 3)
+    ct.conv2d(x, w, None, 1, 1)  # memoized
+    for bad in (1.0, True):
+        with pytest.raises(TypeError, match="stride must be an int"):
+            ct.conv2d(x, w, None, bad, 1)
+    m = ct.ConvTranspose2d(3, 2, 3, stride=2, padding=1)
+    m(x, output_size=[15, 15])
+    with pytest.raises(TypeError):
+        m(x, output_size=[15.0, 15.0])
 
 
 # --- distributed: DDP on two gloo processes ---------------------------------
