@@ -13,5 +13,5 @@ python=${PYTHON:-python3}
 nvidia-smi > "$out/nvidia-smi.txt" 2>&1
 status=0
 "$python" -m pytest -q -m gpu tests/test_cuda_gpu.py 2>&1 | tee "$out/gpu-tests.txt" || status=1
-"$python" bench/run.py --device cuda --csv "$out/bench-cuda.csv" 2>&1 | tee "$out/bench-cuda.txt" || status=1
+"$python" -m convops bench --device cuda --no-progress --csv "$out/bench-cuda.csv" 2>&1 | tee "$out/bench-cuda.txt" || status=1
 exit $status

@@ -4,6 +4,7 @@
     convops check [--quick]      every implementation against the NumPy reference
     convops shape --input I --kernel K [...]    the arithmetic (and picture) of one convolution
     convops explain --input N,C,H,W --weight K,C,R,S [...]   what runs, and why not the others
+    convops bench [--quick] [--device cpu|cuda] [--csv F] [--plot F.png]   convops against PyTorch/cuDNN
 
 Bad arguments get one line naming the option and the value, and exit status 2.
 """
@@ -11,7 +12,6 @@ Bad arguments get one line naming the option and the value, and exit status 2.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import platform
 import sys
@@ -19,13 +19,14 @@ import time
 
 import numpy as np
 
-from . import __version__, arithmetic, problems, reference, registry, tolerance
+from . import __version__, arithmetic, pictures, problems, reference, registry, tolerance
 
 COMMANDS = {
     "info": "what this machine can run: backends (and why one cannot), CPU, BLAS, threads, caches",
     "check": "check every registered implementation against the NumPy reference, as a table (exit 1 on a failure)",
     "shape": "output size, padding, transposed equivalent, receptive field and a picture of one convolution",
     "explain": "which implementation runs a convolution of the given shapes, and why not the others",
+    "bench": "time convops against PyTorch (oneDNN; cuDNN with --device cuda) on common layers: table, CSV, PNG",
 }
 
 
@@ -137,7 +138,7 @@ _LISTS = {"tiny": problems.TINY, "rigorous": problems.RIGOROUS, "networks": list
 
 
 def check(args) -> int:
-    from tqdm import tqdm
+    from .progress import bar as progress_bar
     names = [args.list] if args.list else (["tiny"] if args.quick else ["tiny", "rigorous"])
     plist = [p for name in names for p in _LISTS[name]]
     if args.backend is not None and args.backend not in registry.BACKENDS:
@@ -150,9 +151,7 @@ def check(args) -> int:
     print(f"convops check: {len(impls)} implementations x {len(plist)} problems ({' + '.join(names)}), "
           f"backends: {', '.join(sorted({i.backend for i in impls}))}", flush=True)
     rows, failed = [], 0
-    bar = tqdm(total=len(impls) * len(plist), unit="case", file=sys.stderr, mininterval=0.5,
-               disable=args.no_progress, bar_format="{l_bar}{bar:24}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}]")
-    with bar:
+    with progress_bar(len(impls) * len(plist), "case", not args.no_progress) as bar:
         for impl in impls:
             bar.set_description_str(f"{impl.op} {impl.name}"[:36].ljust(36))
             ran, skipped, worst, ok, seconds = 0, 0, 0.0, True, 0.0
@@ -188,39 +187,9 @@ def check(args) -> int:
 
 # --- shape ----------------------------------------------------------------------
 
-def _picture(i, k, s, pad, d, transposed, a) -> list[str]:
-    """The convolution-arithmetic guide's picture along one dimension: the
-    (padded, for a transposed convolution zero-inserted) input, and the
-    kernel's taps at each output position."""
-    lo, hi = pad
-    if transposed:  # the equivalent direct convolution: zeros inserted, padded by d*(k-1) - p (+ a)
-        eq = arithmetic.transpose_equivalent(i, k, s, pad, d, a)
-        inserted = []
-        for j in range(i):
-            inserted += ["x"] + (["."] * (s - 1) if j < i - 1 else [])
-        before, after = eq.padding  # negative: that many cells are cropped
-        inserted = inserted[max(-before, 0):len(inserted) - max(-after, 0)]
-        cells = ["0"] * max(before, 0) + inserted + ["0"] * max(after, 0)
-        step, outputs = 1, eq.output_size
-    else:
-        cells, step = ["0"] * lo + ["x"] * i + ["0"] * hi, s
-        outputs = arithmetic.conv_output_size(i, k, s, pad, d)
-    shown = min(outputs, 8)
-    lines = ["input   " + " ".join(cells)]
-    for o in range(shown):
-        row = [" "] * len(cells)
-        for t in range(k):
-            pos = o * step + t * d
-            if pos < len(row):
-                row[pos] = "#"
-        lines.append(f"out {o:<3} " + " ".join(row))
-    if outputs > shown:
-        lines.append(f"... {outputs - shown} more output positions")
-    lines.append("legend: x input, 0 padding, . zero inserted between inputs (transposed), # kernel tap")
-    return lines
-
-
 def shape(args) -> int:
+    if args.draw and not args.draw.lower().endswith((".png", ".gif")):
+        raise _UsageError(f"--draw must name a .png or .gif file, got {args.draw!r}")
     nd = max(len(args.input), len(args.kernel), len(args.stride), len(args.dilation), len(args.output_padding),
              1 if isinstance(args.padding, str) else len(args.padding))
     i, k = _per_dim("--input", args.input, nd), _per_dim("--kernel", args.kernel, nd)
@@ -264,8 +233,11 @@ def shape(args) -> int:
     for dim in range(nd):
         if nd > 1:
             print(f"dim {dim}:")
-        for line in _picture(i[dim], k[dim], s[dim], pads[dim], d[dim], args.transposed, a[dim]):
+        for line in pictures.text(pictures.layout(i[dim], k[dim], s[dim], pads[dim], d[dim], args.transposed, a[dim])):
             print("  " + line)
+    if args.draw:
+        pictures.draw(args.draw, [pictures.layout(*v, args.transposed, av) for v, av in zip(zip(i, k, s, pads, d), a)])
+        print(f"wrote {args.draw}")
     return 0
 
 
@@ -289,6 +261,39 @@ def explain(args) -> int:
     return 0
 
 
+# --- bench ----------------------------------------------------------------------
+
+def bench(args) -> int:
+    from . import benchmark
+    if args.plot and not args.plot.lower().endswith(".png"):
+        raise _UsageError(f"--plot must name a .png file, got {args.plot!r}")
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise _UsageError("--plot needs matplotlib: pip install matplotlib") from None
+    try:
+        if args.device == "cpu":
+            if args.dtype != "float32" or args.algorithm != "auto" or args.batch:
+                raise _UsageError("--dtype, --algorithm and --batch apply to --device cuda (the CPU run is "
+                                  "float32, every algorithm with --algorithms)")
+            meta, rows = benchmark.run_cpu(args.quick, args.threads, args.reps, args.algorithms, args.layers,
+                                           not args.no_progress)
+        else:
+            meta, rows = benchmark.run_cuda(args.quick, args.batch, args.reps, args.dtype, args.algorithm,
+                                            args.layers, not args.no_progress)
+    except benchmark.PeerMissing as e:
+        raise _UsageError(str(e)) from None
+    print(benchmark.table(meta, rows))
+    if args.csv:
+        benchmark.write_csv(args.csv, meta, rows)
+        print(f"wrote {args.csv}")
+    if args.plot:
+        benchmark.plot(args.plot, meta, rows)
+        print(f"wrote {args.plot}")
+    return 0
+
+
 # --- the parser -----------------------------------------------------------------
 
 def _conv_options(p, per_dim_help=" (one value, or one per spatial dim: 2,1)"):
@@ -301,8 +306,8 @@ def _conv_options(p, per_dim_help=" (one value, or one per spatial dim: 2,1)"):
 
 
 def parser() -> argparse.ArgumentParser:
-    top = _Parser(prog="convops", description="Convolution kernels for Python: check them and see what a "
-                  "convolution does.", epilog="`convops <command> --help` describes each command's options.")
+    top = _Parser(prog="convops", description="Convolution kernels for Python: check them, benchmark them "
+                  "and see what a convolution does.", epilog="`convops <command> --help` describes each command's options.")
     top.add_argument("--version", action="version", version=f"convops {__version__}")
     sub = top.add_subparsers(dest="command", metavar="command", parser_class=_Parser)
 
@@ -318,6 +323,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--input", type=_ints(0), required=True, help="input size (one value, or one per dim: 28,28)")
     p.add_argument("--kernel", type=_ints(1), required=True, help="kernel size (one value, or one per dim)")
     p.add_argument("--channels", type=_ints(1), default=(1,), help="channels in and out, for parameters and FLOPs")
+    p.add_argument("--draw", metavar="FILE", help="draw the picture (the last two dims) as a .png, or as an "
+                   "animated .gif of the kernel sliding over the input (matplotlib)")
     _conv_options(p)
 
     p = sub.add_parser("explain", help=COMMANDS["explain"], description=COMMANDS["explain"])
@@ -330,10 +337,24 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="auto")
     p.add_argument("--algorithm", default="auto")
     _conv_options(p)
+
+    p = sub.add_parser("bench", help=COMMANDS["bench"], description=COMMANDS["bench"])
+    p.add_argument("--quick", action="store_true", help="a quarter of the batch, fewer repetitions")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--layers", help="only layers whose name contains one of these comma-separated parts")
+    p.add_argument("--csv", metavar="FILE", help="write the rows (with the machine and versions) as CSV")
+    p.add_argument("--plot", metavar="FILE.png", help="draw the ratios per layer as a PNG (matplotlib)")
+    p.add_argument("--threads", type=_ints(1), help="CPU threads for both sides (default: all cores)")
+    p.add_argument("--reps", type=_ints(1), help="timed repetitions per side")
+    p.add_argument("--algorithms", action="store_true", help="CPU: also time every eligible algorithm, forced")
+    p.add_argument("--batch", type=_ints(1), help="CUDA: batch size (default 32; --quick 8)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16"], help="CUDA: the dtype")
+    p.add_argument("--algorithm", default="auto", help="CUDA: a convops CUDA algorithm (default: the choice of auto)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return top
 
 
-_RUN = {"info": info, "check": check, "shape": shape, "explain": explain}
+_RUN = {"info": info, "check": check, "shape": shape, "explain": explain, "bench": bench}
 
 
 def main(argv=None) -> int:
@@ -347,9 +368,21 @@ def main(argv=None) -> int:
         return 2
     if args.command == "shape":
         args.channels = args.channels[0]
+    if args.command == "bench":
+        for name in ("threads", "reps", "batch"):
+            value = getattr(args, name)
+            if value is not None and len(value) != 1:
+                top.error(f"argument --{name}: expected one int, got {','.join(map(str, value))}")
+            setattr(args, name, None if value is None else value[0])
     # Bad values the parser cannot see (a stride of the wrong length, a shape validation rejects) are
     # one line and status 2; for check and info only the usage errors are (a kernel's error is a bug).
     caught = (_UsageError, ValueError, TypeError) if args.command in ("shape", "explain") else (_UsageError,)
+    if args.command == "bench" and args.layers:
+        from . import benchmark
+        try:
+            benchmark._selected(args.layers)
+        except ValueError as e:
+            top.error(str(e))
     try:
         return _RUN[args.command](args)
     except caught as e:

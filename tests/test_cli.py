@@ -18,11 +18,11 @@ def convops(*args, timeout=600):
 def test_help_and_version_exit_zero():
     out = convops("--help")
     assert out.returncode == 0
-    for command in ("info", "check", "shape", "explain"):
+    for command in ("info", "check", "shape", "explain", "bench"):
         assert f"    {command}" in out.stdout
     version = convops("--version")
     assert version.returncode == 0 and version.stdout.strip().startswith("convops 0.")
-    for command in ("info", "check", "shape", "explain"):
+    for command in ("info", "check", "shape", "explain", "bench"):
         sub = convops(command, "--help")
         assert sub.returncode == 0 and f"usage: convops {command}" in sub.stdout
 
@@ -95,3 +95,85 @@ def test_check_quick_one_backend_table_and_progress():
     assert len(rows) >= 9 and all(" ok " in row for row in rows)
     assert "100%|" in out.stderr  # the progress bar
     assert convops("selfcheck", "--quick", "--backend", "numpy", "--no-progress").returncode == 0  # the old name
+
+
+def test_bench_quick_one_layer_table_csv_and_png(tmp_path):
+    pytest.importorskip("torch")
+    pytest.importorskip("matplotlib")
+    csv_path, png_path = tmp_path / "bench.csv", tmp_path / "bench.png"
+    out = convops("bench", "--quick", "--layers", "resnet50-3x3-c256-14,mobilenetv2-dw-3x3-c144", "--threads", "1",
+                  "--csv", str(csv_path), "--plot", str(png_path))
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = [line for line in out.stdout.splitlines() if line.startswith(("resnet50", "mobilenetv2"))]
+    assert len(rows) == 4  # one fwd row, and the depthwise layer's three passes
+    assert "100%|" in out.stderr  # the progress bar
+    import csv
+    with open(csv_path) as f:
+        records = list(csv.DictReader(f))
+    assert len(records) == 4
+    for column in ("date", "machine", "threads", "sgemm_peak_gflops", "torch", "layer", "op", "algorithm", "ms",
+                   "gflops", "peer_ms", "ratio", "target", "frac_peak", "gbytes_s"):
+        assert column in records[0], column
+    assert all(float(r["ms"]) > 0 and float(r["ratio"]) > 0 for r in records)
+    assert all(float(r["gbytes_s"]) > 0 for r in records if r["layer"].startswith("mobilenetv2"))
+    from matplotlib import image
+    assert png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    pixels = image.imread(png_path)
+    assert pixels.ndim == 3 and pixels.shape[0] > 100 and pixels.shape[1] > 400
+
+
+@pytest.mark.parametrize("args, message", [
+    (("bench", "--layers", "nosuchlayer"), "--layers 'nosuchlayer' matches no layer"),
+    (("bench", "--plot", "out.jpg"), "--plot must name a .png file"),
+    (("bench", "--dtype", "float16"), "--dtype, --algorithm and --batch apply to --device cuda"),
+    (("bench", "--threads", "1,2"), "argument --threads: expected one int"),
+    (("bench", "--device", "tpu"), "argument --device: invalid choice"),
+])
+def test_bench_bad_arguments(args, message):
+    out = convops(*args)
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1 and message in out.stderr, out.stderr
+
+
+def test_shape_draws_png_and_animated_gif(tmp_path):
+    pytest.importorskip("matplotlib")
+    from PIL import Image
+    png, gif = tmp_path / "conv.png", tmp_path / "transposed.gif"
+    out = convops("shape", "--input", "5,5", "--kernel", "3", "--stride", "2", "--padding", "1", "--draw", str(png))
+    assert out.returncode == 0 and f"wrote {png}" in out.stdout
+    with Image.open(png) as im:
+        assert im.format == "PNG" and im.size[0] > 200 and im.size[1] > 150
+    out = convops("shape", "--input", "3,3", "--kernel", "3", "--stride", "2", "--padding", "1", "--transposed",
+                  "--output-padding", "1", "--draw", str(gif))
+    assert out.returncode == 0
+    with Image.open(gif) as im:
+        assert im.format == "GIF" and im.n_frames == 36  # the kernel at each of the 6x6 outputs
+    one_d = tmp_path / "one_d.png"
+    assert convops("shape", "--input", "7", "--kernel", "3", "--dilation", "2", "--draw", str(one_d)).returncode == 0
+    assert one_d.read_bytes()[:4] == b"\x89PNG"
+    bad = convops("shape", "--input", "5", "--kernel", "3", "--draw", str(tmp_path / "x.svg"))
+    assert bad.returncode == 2 and "--draw must name a .png or .gif file" in bad.stderr
+
+
+def test_layout_is_the_guides_relation():
+    """The picture's cells and kernel positions agree with the arithmetic for
+    every small geometry: the last kernel position ends inside the cells."""
+    from convops import arithmetic, pictures
+    for i in range(1, 7):
+        for k in range(1, 4):
+            for s in range(1, 4):
+                for d in (1, 2):
+                    for p in range(0, 3):
+                        try:
+                            lay = pictures.layout(i, k, s, (p, p), d)
+                        except ValueError:
+                            continue
+                        assert lay.outputs == arithmetic.conv_output_size(i, k, s, p, d)
+                        assert max(lay.taps(lay.outputs - 1)) < len(lay.cells)
+                        for a in range(0, max(s, d)):
+                            try:
+                                expect = arithmetic.conv_transpose_output_size(i, k, s, p, d, a)
+                            except ValueError:  # no such transposed convolution (the CLI says so first)
+                                continue
+                            t = pictures.layout(i, k, s, (p, p), d, transposed=True, a=a)
+                            assert t.outputs == expect
+                            assert max(t.taps(t.outputs - 1)) < len(t.cells) and t.cells.count("x") <= i
