@@ -16,6 +16,7 @@ import os
 import platform
 import sys
 import time
+import zlib
 
 import numpy as np
 
@@ -137,6 +138,38 @@ def _adjoint_error(problem, rng) -> float:
 _LISTS = {"tiny": problems.TINY, "rigorous": problems.RIGOROUS, "networks": list(problems.NETWORKS.values())}
 
 
+def _check_one(impl, plist) -> tuple:
+    """One implementation over a problem list: its table row."""
+    rng = np.random.default_rng(zlib.crc32(f"{impl.op} {impl.name}".encode()))  # the same data in any process
+    ran, skipped, worst, ok, seconds = 0, 0, 0.0, True, 0.0
+    for base in plist:
+        p = base.with_op(impl.op)
+        if impl.reasons(p) or p.is_empty:
+            skipped += 1
+            continue
+        t0 = time.perf_counter()
+        if impl.backend == "numpy":  # the oracle is checked by its identities
+            err, tol = _adjoint_error(p, rng), tolerance.TOLERANCE["float64"] * 100
+        else:
+            a, b = _operands(p, rng)
+            err = tolerance.relative_error(impl.run(p, a, b, None), reference.run(p, a, b))
+            tol = impl.tolerance(p)
+        seconds += time.perf_counter() - t0
+        ran += 1
+        worst = max(worst, err / tol)
+        ok &= err <= tol
+    return (impl.op, impl.name, ran, skipped, f"{worst:.2e}", "ok" if ok else "FAIL", f"{seconds:.2f}")
+
+
+def _check_group(keys, list_names) -> list:
+    """A worker's share of ``check``: the implementations named by
+    ``(op, backend, algorithm)`` keys (one algorithm's passes, which share
+    their compiled kernels)."""
+    plist = [p for name in list_names for p in _LISTS[name]]
+    impls = {(i.op, i.backend, i.algorithm): i for i in registry.implementations()}
+    return [_check_one(impls[key], plist) for key in keys]
+
+
 def check(args) -> int:
     from .progress import bar as progress_bar
     names = [args.list] if args.list else (["tiny"] if args.quick else ["tiny", "rigorous"])
@@ -147,33 +180,38 @@ def check(args) -> int:
              if i.backend in registry.available_backends()]
     if not impls:
         raise _UsageError(f"backend {args.backend!r} does not run here: {registry.unavailable_reason(args.backend)}")
-    rng = np.random.default_rng(0)
+    jobs = min(args.jobs or os.cpu_count() or 1, len(impls))
     print(f"convops check: {len(impls)} implementations x {len(plist)} problems ({' + '.join(names)}), "
-          f"backends: {', '.join(sorted({i.backend for i in impls}))}", flush=True)
-    rows, failed = [], 0
-    with progress_bar(len(impls) * len(plist), "case", not args.no_progress) as bar:
-        for impl in impls:
-            bar.set_description_str(f"{impl.op} {impl.name}"[:36].ljust(36))
-            ran, skipped, worst, ok, seconds = 0, 0, 0.0, True, 0.0
-            for base in plist:
-                bar.update()
-                p = base.with_op(impl.op)
-                if impl.reasons(p) or p.is_empty:
-                    skipped += 1
-                    continue
-                t0 = time.perf_counter()
-                if impl.backend == "numpy":  # the oracle is checked by its identities
-                    err, tol = _adjoint_error(p, rng), tolerance.TOLERANCE["float64"] * 100
-                else:
-                    a, b = _operands(p, rng)
-                    err = tolerance.relative_error(impl.run(p, a, b, None), reference.run(p, a, b))
-                    tol = impl.tolerance(p)
-                seconds += time.perf_counter() - t0
-                ran += 1
-                worst = max(worst, err / tol)
-                ok &= err <= tol
-            failed += not ok
-            rows.append((impl.op, impl.name, ran, skipped, f"{worst:.2e}", "ok" if ok else "FAIL", f"{seconds:.2f}"))
+          f"backends: {', '.join(sorted({i.backend for i in impls}))}; {jobs} process{'es' if jobs > 1 else ''}",
+          flush=True)
+    # One group per algorithm: its passes share compiled kernels, and the first run compiles them, so
+    # the groups run in parallel processes (compilation is most of a first run, and it is serial).
+    groups: dict = {}
+    for i in impls:
+        groups.setdefault((i.backend, i.algorithm), []).append((i.op, i.backend, i.algorithm))
+    # Longest first: CPU kernels (Numba compiles slowest), then the simulator's, then the algorithms
+    # that hand sub-problems to the others (their kernels are compiled by then), the reference last.
+    composite = {(i.backend, i.algorithm) for i in impls if i.subproblems is not registry.Implementation.subproblems}
+    order = sorted(groups, key=lambda g: (g[0] == "numpy", g in composite, g[0] != "numba"))
+    groups = {g: groups[g] for g in order}
+    found = {}
+    with progress_bar(len(impls), "implementation", not args.no_progress) as bar:
+        if jobs == 1:
+            for keys in groups.values():
+                for row in _check_group(keys, names):
+                    found[row[:2]] = row
+                    bar.update()
+        else:
+            import concurrent.futures
+            import multiprocessing
+            with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+                futures = [pool.submit(_check_group, keys, names) for keys in groups.values()]
+                for future in concurrent.futures.as_completed(futures):
+                    for row in future.result():
+                        found[row[:2]] = row
+                        bar.update()
+    rows = [found[(i.op, i.name)] for i in impls]
+    failed = sum(row[5] != "ok" for row in rows)
     head = ("op", "implementation", "ran", "skipped", "err/tol", "status", "seconds")
     widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
     for r in [head] + rows:
@@ -317,6 +355,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="the tiny problem list only (edge cases)")
     p.add_argument("--list", choices=sorted(_LISTS), help="one named problem list (default: tiny and rigorous)")
     p.add_argument("--backend", help=f"only this backend ({', '.join(registry.BACKENDS)})")
+    p.add_argument("--jobs", type=_ints(1), help="processes (default: one per core; 1: this process only)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     p = sub.add_parser("shape", help=COMMANDS["shape"], description=COMMANDS["shape"])
@@ -368,6 +407,10 @@ def main(argv=None) -> int:
         return 2
     if args.command == "shape":
         args.channels = args.channels[0]
+    if args.command == "check" and args.jobs is not None:
+        if len(args.jobs) != 1:
+            top.error(f"argument --jobs: expected one int, got {','.join(map(str, args.jobs))}")
+        args.jobs = args.jobs[0]
     if args.command == "bench":
         for name in ("threads", "reps", "batch"):
             value = getattr(args, name)
