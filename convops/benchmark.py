@@ -160,8 +160,8 @@ def run_cpu(quick=False, threads=None, reps=None, algorithms=False, only=None, p
         peak = sgemm_peak(1024 if quick else 2048, 3 if quick else 5)
         with progress_bar(total, "pass", progress) as bar:
             for name, passes, xs, ws, kw, transposed in layers:
-                if quick:
-                    xs = (max(1, xs[0] // QUICK_BATCH_DIVISOR),) + tuple(xs[1:])
+                if quick:  # a quarter of the batch, but never below 2 (a batch of one is another problem)
+                    xs = (max(min(2, xs[0]), xs[0] // QUICK_BATCH_DIVISOR),) + tuple(xs[1:])
                 nd = len(xs) - 2
                 x = rng.standard_normal(xs).astype(np.float32)
                 w = rng.standard_normal(ws).astype(np.float32)
@@ -276,23 +276,25 @@ def run_cuda(quick=False, batch=None, reps=None, dtype="float32", algorithm="aut
 def table(meta, rows) -> str:
     """The terminal table of one run."""
     peer = "torch" if meta["device"] == "cpu" else "cuDNN"
-    head = ["layer", "pass", "algorithm", "first s", "ms", "GFLOP/s", f"{peer} ms", "ratio", "target", "%peak",
-            "GB/s"]
+    head = ["layer", "pass", "batch", "algorithm", "first s", "ms", "GFLOP/s", f"{peer} ms", "ratio", "target",
+            "%peak", "GB/s"]
     lines = [f"{meta['device']}: {meta['machine']}; " + ", ".join(
         f"{k} {v}" for k, v in meta.items() if k not in ("device", "machine", "date")) + f"; {meta['date']}"]
     body = []
     for r in rows:
-        body.append([r["layer"], r["op"], r["algorithm"] + ("*" if r["auto"] else ""), f"{r['first_call_s']:.2f}",
+        body.append([r["layer"], r["op"], str(r["batch"]), r["algorithm"] + ("*" if r["auto"] else ""),
+                     f"{r['first_call_s']:.2f}",
                      f"{r['ms']:.3f}", f"{r['gflops']:.1f}", f"{r['peer_ms']:.3f}", f"{r['ratio']:.2f}",
                      "-" if np.isnan(r["target"]) else f"{r['target']:.2f}",
                      "-" if np.isnan(r["frac_peak"]) else f"{100 * r['frac_peak']:.0f}",
                      "-" if np.isnan(r["gbytes_s"]) else f"{r['gbytes_s']:.1f}"])
     widths = [max(len(str(row[i])) for row in [head] + body) for i in range(len(head))]
     for row in [head] + body:
-        lines.append("  ".join(str(v).rjust(w) if i >= 3 else str(v).ljust(w)
+        lines.append("  ".join(str(v).rjust(w) if i >= 4 or i == 2 else str(v).ljust(w)
                                for i, (v, w) in enumerate(zip(row, widths))))
-    lines.append(f"* = algorithm='auto' (its choice shown); ratio = {peer} time / convops time (above 1: convops "
-                 f"is faster); %peak = share of the measured SGEMM peak")
+    lines.append(f"* = algorithm='auto' (its choice shown); first s = the first call (compilation or cache load); "
+                 f"ratio = {peer} time / convops time (above 1: convops is faster); target = the goal for that "
+                 f"ratio; %peak = share of the measured SGEMM peak")
     return "\n".join(lines)
 
 
@@ -317,7 +319,7 @@ def plot(path, meta, rows) -> None:
     targets = [(i, r["target"]) for i, r in enumerate(shown) if not np.isnan(r["target"])]
     if targets:
         ax.scatter([t for _, t in targets], [i for i, _ in targets], marker="|", s=300, color="k", label="target")
-        ax.legend(loc="lower right")
+        ax.legend(loc="best")
     ax.axvline(1.0, color="grey", lw=1, ls="--")
     ax.set_yticks(y, labels, fontsize=8)
     ax.invert_yaxis()

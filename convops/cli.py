@@ -32,7 +32,12 @@ COMMANDS = {
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors: ``convops shape: error: argument --stride: ...``."""
+    """argparse with one-line errors: ``convops shape: error: argument --stride: ...``,
+    and no silent abbreviations (``--strid`` is an error, not ``--stride``)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message}\n")
@@ -62,8 +67,8 @@ def _padding(text: str):
     try:
         dims = []
         for part in text.split(","):
-            lo, _, hi = part.partition(":")
-            dims.append((int(lo), int(hi if hi else lo)))
+            lo, sep, hi = part.partition(":")
+            dims.append((int(lo), int(hi if sep else lo)))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an int, ints per dim, lo:hi per dim, valid, same or full, "
                                          f"got {text!r}") from None
@@ -78,6 +83,29 @@ def _per_dim(name: str, values, nd: int) -> tuple:
     if len(values) != nd:
         raise _UsageError(f"{name} needs 1 or {nd} values (one per spatial dim), got {','.join(map(str, values))}")
     return tuple(values)
+
+
+def _writable(option: str, path) -> None:
+    """Before any work: the file's directory exists (a long run must not end in a traceback)."""
+    if path:
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            raise _UsageError(f"{option}: the directory {folder!r} does not exist, got {option} {path}")
+
+
+class _written:
+    """Writing an output file: an OS error is one line, not a traceback."""
+
+    def __init__(self, option: str, path: str):
+        self.option, self.path = option, path
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, tb):
+        if isinstance(error, OSError):
+            raise _UsageError(f"{self.option}: cannot write {self.path}: {error.strerror or error}") from None
+        return False
 
 
 # --- info ---------------------------------------------------------------------
@@ -228,8 +256,14 @@ def check(args) -> int:
 def shape(args) -> int:
     if args.draw and not args.draw.lower().endswith((".png", ".gif")):
         raise _UsageError(f"--draw must name a .png or .gif file, got {args.draw!r}")
-    nd = max(len(args.input), len(args.kernel), len(args.stride), len(args.dilation), len(args.output_padding),
-             1 if isinstance(args.padding, str) else len(args.padding))
+    _writable("--draw", args.draw)
+    # The input's values say how many spatial dims there are; with one input value, the others may.
+    lengths = (len(args.input), len(args.kernel), len(args.stride), len(args.dilation), len(args.output_padding),
+               1 if isinstance(args.padding, str) else len(args.padding))
+    nd = lengths[0] if lengths[0] > 1 else max(lengths)
+    if nd > 3:
+        raise _UsageError(f"convolutions have 1 to 3 spatial dims, got {nd} values (--input takes the spatial "
+                          f"sizes only, not N and C)")
     i, k = _per_dim("--input", args.input, nd), _per_dim("--kernel", args.kernel, nd)
     s, d = _per_dim("--stride", args.stride, nd), _per_dim("--dilation", args.dilation, nd)
     a = _per_dim("--output-padding", args.output_padding, nd)
@@ -253,9 +287,9 @@ def shape(args) -> int:
             low, high = arithmetic.conv_transpose_output_range(i[dim], k[dim], s[dim], pads[dim], d[dim])
             eq = arithmetic.transpose_equivalent(i[dim], k[dim], s[dim], pads[dim], d[dim], a[dim])
             lines.append(f"  dim {dim}: output {o} (valid output sizes {low}..{high}); equivalent direct convolution: "
-                  f"{eq.input_size} inputs ({s[dim] - 1} zeros inserted between neighbors), padding {eq.padding} "
-                  f"(negative: cropped), "
-                  f"kernel {k[dim]}, stride 1, dilation {d[dim]}")
+                  f"{eq.input_size} inputs ({s[dim] - 1} zeros inserted between neighbors), padding {eq.padding}"
+                  + (" (negative: cropped)" if min(eq.padding) < 0 else "")
+                  + f", kernel {k[dim]}, stride 1, dilation {d[dim]}")
         else:
             o = arithmetic.conv_output_size(i[dim], k[dim], s[dim], pads[dim], d[dim])
             rf = arithmetic.receptive_field([(k[dim], s[dim], pads[dim][0], d[dim])])
@@ -263,10 +297,10 @@ def shape(args) -> int:
                   f"{arithmetic.effective_kernel_size(k[dim], d[dim])}); outputs {rf.jump} input(s) apart")
         outs.append(o)
     print("\n".join(lines))
-    c = args.channels
-    params = arithmetic.conv_params(c, c, k, 1, bias=True)
-    flops = arithmetic.conv_flops(1, c, c, k, outs if not args.transposed else i)
-    print(f"output size {tuple(outs)}; with {c} input and {c} output channels: {params:,} parameters "
+    c_in, c_out = args.channels
+    params = arithmetic.conv_params(c_in, c_out, k, 1, bias=True)
+    flops = arithmetic.conv_flops(1, c_in, c_out, k, outs if not args.transposed else i)
+    print(f"output size {tuple(outs)}; with {c_in} input and {c_out} output channels: {params:,} parameters "
           f"(with bias), {flops:,} FLOPs per image per pass")
     for dim in range(nd):
         if nd > 1:
@@ -274,7 +308,9 @@ def shape(args) -> int:
         for line in pictures.text(pictures.layout(i[dim], k[dim], s[dim], pads[dim], d[dim], args.transposed, a[dim])):
             print("  " + line)
     if args.draw:
-        pictures.draw(args.draw, [pictures.layout(*v, args.transposed, av) for v, av in zip(zip(i, k, s, pads, d), a)])
+        with _written("--draw", args.draw):
+            pictures.draw(args.draw, [pictures.layout(*v, args.transposed, av)
+                                      for v, av in zip(zip(i, k, s, pads, d), a)])
         print(f"wrote {args.draw}")
     return 0
 
@@ -291,6 +327,8 @@ def explain(args) -> int:
     kw = dict(stride=_per_dim("--stride", args.stride, nd), dilation=_per_dim("--dilation", args.dilation, nd),
               groups=args.groups, padding_mode=args.padding_mode, backend=args.backend, algorithm=args.algorithm)
     kw["padding"] = args.padding if isinstance(args.padding, str) else _per_dim("--padding", args.padding, nd)
+    if any(args.output_padding) and not args.transposed:
+        raise _UsageError("--output-padding applies to --transposed only")
     if args.transposed:
         print(api.explain(x, w, "conv_transpose", output_padding=_per_dim("--output-padding", args.output_padding,
                                                                         nd), **kw))
@@ -310,6 +348,8 @@ def bench(args) -> int:
             import matplotlib  # noqa: F401
         except ImportError:
             raise _UsageError("--plot needs matplotlib: pip install matplotlib") from None
+    _writable("--csv", args.csv)
+    _writable("--plot", args.plot)
     try:
         if args.device == "cpu":
             if args.dtype != "float32" or args.algorithm != "auto" or args.batch:
@@ -324,10 +364,12 @@ def bench(args) -> int:
         raise _UsageError(str(e)) from None
     print(benchmark.table(meta, rows))
     if args.csv:
-        benchmark.write_csv(args.csv, meta, rows)
+        with _written("--csv", args.csv):
+            benchmark.write_csv(args.csv, meta, rows)
         print(f"wrote {args.csv}")
     if args.plot:
-        benchmark.plot(args.plot, meta, rows)
+        with _written("--plot", args.plot):
+            benchmark.plot(args.plot, meta, rows)
         print(f"wrote {args.plot}")
     return 0
 
@@ -361,7 +403,8 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("shape", help=COMMANDS["shape"], description=COMMANDS["shape"])
     p.add_argument("--input", type=_ints(0), required=True, help="input size (one value, or one per dim: 28,28)")
     p.add_argument("--kernel", type=_ints(1), required=True, help="kernel size (one value, or one per dim)")
-    p.add_argument("--channels", type=_ints(1), default=(1,), help="channels in and out, for parameters and FLOPs")
+    p.add_argument("--channels", type=_ints(1), default=(1,),
+                   help="input and output channels (C_in,C_out; one value: both), for parameters and FLOPs")
     p.add_argument("--draw", metavar="FILE", help="draw the picture (the last two dims) as a .png, or as an "
                    "animated .gif of the kernel sliding over the input (matplotlib)")
     _conv_options(p)
@@ -370,11 +413,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--input", type=_ints(0), required=True, help="input shape N,C,*spatial (or C,*spatial)")
     p.add_argument("--weight", type=_ints(0), required=True,
                    help="weight shape K,C/groups,*kernel (transposed: C_in,C_out/groups,*kernel)")
-    p.add_argument("--groups", type=int, default=1)
-    p.add_argument("--padding-mode", default="zeros")
+    p.add_argument("--groups", type=int, default=1, help="groups (C and K divisible by it; C for depthwise)")
+    p.add_argument("--padding-mode", default="zeros", help="zeros, reflect, replicate, circular or symmetric")
     p.add_argument("--dtype", default="float32", choices=["float16", "float32", "float64"])
-    p.add_argument("--backend", default="auto")
-    p.add_argument("--algorithm", default="auto")
+    p.add_argument("--backend", default="auto", help="auto (by device), numba, numpy, cuda or cuda-sim")
+    p.add_argument("--algorithm", default="auto", help="force one algorithm (its reasons are shown if it cannot)")
     _conv_options(p)
 
     p = sub.add_parser("bench", help=COMMANDS["bench"], description=COMMANDS["bench"])
@@ -405,18 +448,19 @@ def main(argv=None) -> int:
     if args.command is None:
         top.print_help()
         return 2
+    def usage(message):
+        top.exit(2, f"convops {args.command}: error: {message}\n")
+
     if args.command == "shape":
-        args.channels = args.channels[0]
-    if args.command == "check" and args.jobs is not None:
-        if len(args.jobs) != 1:
-            top.error(f"argument --jobs: expected one int, got {','.join(map(str, args.jobs))}")
-        args.jobs = args.jobs[0]
-    if args.command == "bench":
-        for name in ("threads", "reps", "batch"):
-            value = getattr(args, name)
-            if value is not None and len(value) != 1:
-                top.error(f"argument --{name}: expected one int, got {','.join(map(str, value))}")
-            setattr(args, name, None if value is None else value[0])
+        if len(args.channels) > 2:
+            usage(f"argument --channels: expected C_in or C_in,C_out, got {','.join(map(str, args.channels))}")
+        args.channels = (args.channels[0], args.channels[-1])
+    single = {"check": ("jobs",), "bench": ("threads", "reps", "batch")}.get(args.command, ())
+    for name in single:
+        value = getattr(args, name)
+        if value is not None and len(value) != 1:
+            usage(f"argument --{name}: expected one int, got {','.join(map(str, value))}")
+        setattr(args, name, None if value is None else value[0])
     # Bad values the parser cannot see (a stride of the wrong length, a shape validation rejects) are
     # one line and status 2; for check and info only the usage errors are (a kernel's error is a bug).
     caught = (_UsageError, ValueError, TypeError) if args.command in ("shape", "explain") else (_UsageError,)
@@ -425,7 +469,7 @@ def main(argv=None) -> int:
         try:
             benchmark._selected(args.layers)
         except ValueError as e:
-            top.error(str(e))
+            usage(str(e))
     try:
         return _RUN[args.command](args)
     except caught as e:

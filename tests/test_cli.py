@@ -40,6 +40,17 @@ def test_help_and_version_exit_zero():
     (("explain", "--input", "1,4,8,8", "--weight", "4,4,3,3", "--padding-mode", "mirror"), "padding_mode must be one of"),
     (("check", "--backend", "tpu"), "--backend must be one of"),
     (("frobnicate",), "argument command: invalid choice: 'frobnicate'"),
+    (("shape", "--input", "5,5", "--kernel", "3", "--stride", "1,2,3"), "--stride needs 1 or 2 values"),
+    (("shape", "--input", "1,2,3,4", "--kernel", "3"), "convolutions have 1 to 3 spatial dims"),
+    (("shape", "--input", "5", "--kernel", "3", "--padding", "1:"), "argument --padding: expected an int"),
+    (("shape", "--input", "5", "--kernel", "3", "--strid", "2"), "unrecognized arguments: --strid 2"),
+    (("shape", "--input", "5", "--kernel", "3", "--channels", "1,2,3"), "argument --channels: expected C_in or"),
+    (("shape", "--input", "5", "--kernel", "3", "--draw", "/nonexistent/dir/x.png"),
+     "--draw: the directory '/nonexistent/dir' does not exist"),
+    (("explain", "--input", "1,4,8,8", "--weight", "4,4,3,3", "--output-padding", "1"),
+     "--output-padding applies to --transposed only"),
+    (("bench", "--csv", "/nonexistent/dir/b.csv"), "--csv: the directory '/nonexistent/dir' does not exist"),
+    (("bench", "--reps", "1,2"), "convops bench: error: argument --reps: expected one int"),
 ])
 def test_bad_arguments_are_one_line_and_status_2(args, message):
     out = convops(*args)
