@@ -188,3 +188,13 @@ def test_layout_is_the_guides_relation():
                             t = pictures.layout(i, k, s, (p, p), d, transposed=True, a=a)
                             assert t.outputs == expect
                             assert max(t.taps(t.outputs - 1)) < len(t.cells) and t.cells.count("x") <= i
+
+
+def test_check_exits_1_and_says_failed_when_an_implementation_disagrees(monkeypatch, capsys):
+    """In this process (--jobs 1), with the reference's own identity check made to fail."""
+    from convops import cli
+    monkeypatch.setattr(cli, "_adjoint_error", lambda problem, rng: 1.0)
+    assert cli.main(["check", "--quick", "--backend", "numpy", "--jobs", "1", "--no-progress"]) == 1
+    out = capsys.readouterr().out
+    assert "FAILED" in out.splitlines()[-1]
+    assert out.count(" FAIL ") == 3  # fwd, dgrad and wgrad rows of numpy/reference
