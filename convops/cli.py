@@ -20,7 +20,7 @@ import zlib
 
 import numpy as np
 
-from . import __version__, arithmetic, pictures, problems, reference, registry, tolerance
+from . import __version__, arithmetic, pictures, problems, reference, registry, tolerance, validate
 
 COMMANDS = {
     "info": "what this machine can run: backends (and why one cannot), CPU, BLAS, threads, caches",
@@ -319,8 +319,8 @@ def shape(args) -> int:
 
 def explain(args) -> int:
     from . import api
-    x = np.broadcast_to(np.empty((), args.dtype), args.input)  # shapes only: nothing is allocated or run
-    w = np.broadcast_to(np.empty((), args.dtype), args.weight)
+    x = validate.shape_only(args.input, args.dtype)  # shapes only: nothing is allocated or run
+    w = validate.shape_only(args.weight, args.dtype)
     nd = len(args.weight) - 2
     if nd < 1:
         raise _UsageError(f"--weight needs 3 to 5 values (K, C/groups, *kernel), got {','.join(map(str, args.weight))}")

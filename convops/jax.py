@@ -37,7 +37,7 @@ def _stand_in(name: str, a):
         return None
     if not isinstance(a, (jax.Array, np.ndarray)):
         raise TypeError(f"{name} must be a JAX or NumPy array, got {type(a).__module__}.{type(a).__qualname__}")
-    return np.broadcast_to(np.empty((), np.dtype(a.dtype)), tuple(a.shape))
+    return validate.shape_only(a.shape, np.dtype(a.dtype))
 
 
 def _params(problem):

@@ -54,7 +54,7 @@ def _stand_in(name: str, spec) -> np.ndarray | None:
     if dtype not in _NUMPY_DTYPES:
         raise TypeError(f"{name} must be a floating-point tensor (float16, float32 or float64), "
                         f"got {name} of dtype {dtype}")
-    return np.broadcast_to(np.empty((), _NUMPY_DTYPES[dtype]), tuple(int(s) for s in shape))
+    return validate.shape_only(shape, _NUMPY_DTYPES[dtype])
 
 
 def _spec(name: str, t):
@@ -66,12 +66,8 @@ def _spec(name: str, t):
     return tuple(t.shape), t.dtype
 
 
-def _shape_only(name: str, t: Tensor) -> np.ndarray:
+def _shape_only(name: str, t) -> np.ndarray | None:
     return _stand_in(name, _spec(name, t))
-
-
-def _maybe(name: str, t):
-    return None if t is None else _shape_only(name, t)
 
 
 def _flat(pairs) -> List[int]:
@@ -116,7 +112,7 @@ def _conv_fake(input, weight, bias, stride, padding, dilation, groups, padding_m
         outs = [arithmetic.conv_output_size(i, k, s, p, d) for i, k, s, p, d in
                 zip(input.shape[-nd:], weight.shape[2:], stride, _pairs(padding), dilation)]
         return input.new_empty(list(input.shape[:-nd - 1]) + [weight.shape[0]] + outs)
-    call = validate.conv_call(_shape_only("input", input), _shape_only("weight", weight), _maybe("bias", bias),
+    call = validate.conv_call(_shape_only("input", input), _shape_only("weight", weight), _shape_only("bias", bias),
                               stride=stride, padding=_pairs(padding), dilation=dilation, groups=groups,
                               padding_mode=padding_mode)
     return input.new_empty(_result(call.problem.result_shape, call.batched))

@@ -57,6 +57,13 @@ def _dtype_of(a) -> np.dtype:
     return np.dtype(a.dtype)
 
 
+def shape_only(shape, dtype) -> np.ndarray:
+    """A read-only array of ``shape`` and ``dtype`` that holds no memory (one
+    element, broadcast): validation on shapes alone, for the adapters under
+    tracing (torch.compile, jax.jit) and for the command line."""
+    return np.broadcast_to(np.empty((), dtype), tuple(int(s) for s in shape))
+
+
 def check_arrays(**arrays) -> tuple[str, str]:
     """Kind and dtype name shared by the given arrays (None entries skipped)."""
     kinds, dtype, first = {}, None, None
