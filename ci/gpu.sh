@@ -12,6 +12,6 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 python=${PYTHON:-python3}
 nvidia-smi > "$out/nvidia-smi.txt" 2>&1
 status=0
-"$python" -m pytest -q -m gpu tests/test_cuda_gpu.py 2>&1 | tee "$out/gpu-tests.txt" || status=1
+"$python" -m pytest -q -rs -m gpu tests/test_cuda_gpu.py tests/test_sim.py 2>&1 | tee "$out/gpu-tests.txt" || status=1
 "$python" -m convops bench --device cuda --no-progress --csv "$out/bench-cuda.csv" 2>&1 | tee "$out/bench-cuda.txt" || status=1
 exit $status
