@@ -18,8 +18,8 @@ assert d.parent == __import__("pathlib").Path(convops.__file__).parent, d
 assert (d / "README.md").is_file(), d
 import numpy as np
 from convops.sim import SimModule
-k = SimModule("__global__ void one(float* y) { y[threadIdx.x] = 1.0f; }").get_function("one")
-y = np.zeros(4, np.float32)
+k = SimModule("#include <cuda_fp16.h>\n__global__ void one(__half* y) { y[threadIdx.x] = __float2half(1.0f); }").get_function("one")
+y = np.zeros(4, np.float16)
 k(1, 4, (y,))
 assert (y == 1).all()
 print(f"wheel ok: convops {convops.__version__} imports from {convops.__file__}, kernels at {d}, simulator runs")

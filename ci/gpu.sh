@@ -8,6 +8,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-bench/results/gpu-$(date +%F)}"
 mkdir -p "$out"
+export XLA_PYTHON_CLIENT_PREALLOCATE=false  # JAX shares the GPU with CuPy and torch
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 python=${PYTHON:-python3}
 nvidia-smi > "$out/nvidia-smi.txt" 2>&1

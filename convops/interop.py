@@ -154,8 +154,16 @@ _NO_STREAM = contextlib.nullcontext()
 def _torch_cuda_stream(device):
     import cupy
     import torch
+    stream = torch.cuda.current_stream(device)
     with cupy.cuda.Device(device.index):
-        with cupy.cuda.ExternalStream(torch.cuda.current_stream(device).cuda_stream, device.index):
+        # CuPy 14 wraps a stream through the CUDA stream protocol (__cuda_stream__,
+        # which torch's streams have) and deprecates ExternalStream, which older
+        # CuPy and torch still need
+        if hasattr(cupy.cuda.Stream, "from_external") and hasattr(stream, "__cuda_stream__"):
+            ours = cupy.cuda.Stream.from_external(stream)
+        else:
+            ours = cupy.cuda.ExternalStream(stream.cuda_stream, device.index)
+        with ours:
             yield
 
 

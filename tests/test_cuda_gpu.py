@@ -1,6 +1,8 @@
 """The CUDA backend on a real GPU (marked ``gpu``; skipped without a CUDA
 device).  ci/gpu.sh runs these on a machine with an NVIDIA GPU."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -171,7 +173,8 @@ def test_torch_cuda_tensors_run_on_torchs_stream_and_come_back_as_tensors():
     w = torch.randn(32, 16, 3, 3, device="cuda", dtype=torch.float64, generator=gen)
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
+    with torch.cuda.stream(side), warnings.catch_warnings():
+        warnings.filterwarnings("error", "ExternalStream is deprecated")  # CuPy 14: the stream protocol instead
         x2 = x.mul(2).add(1)  # queued on the side stream just before convops reads it
         y = co.conv(x2, w, padding=1)
         xg = x2.clone().requires_grad_()
@@ -185,3 +188,66 @@ def test_torch_cuda_tensors_run_on_torchs_stream_and_come_back_as_tensors():
     xr = x2.clone().requires_grad_()
     F.conv2d(xr, w, None, 1, 1).square().sum().backward()
     torch.testing.assert_close(xg.grad, xr.grad, rtol=1e-9, atol=1e-9)
+
+
+def test_torch_compile_with_cuda_tensors():
+    """convops.torch under torch.compile(fullgraph=True) on CUDA tensors: the
+    fake implementations give CUDA outputs, and the compiled forward and
+    backward match cuDNN's in float64."""
+    _cupy()
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("torch has no CUDA here")
+    import convops.torch as ct
+    F = torch.nn.functional
+    gen = torch.Generator(device="cuda").manual_seed(1)
+    x = torch.randn(4, 8, 20, 20, device="cuda", dtype=torch.float64, generator=gen)
+    w = torch.randn(12, 8, 3, 3, device="cuda", dtype=torch.float64, generator=gen)
+    b = torch.randn(12, device="cuda", dtype=torch.float64, generator=gen)
+
+    def step(conv, x, w, b):
+        return conv(x, w, b, 2, 1, 1).relu().sum()
+
+    compiled = torch.compile(lambda x, w, b: step(ct.conv2d, x, w, b), fullgraph=True)
+    xs, ws, bs = (t.clone().requires_grad_() for t in (x, w, b))
+    xr, wr, br = (t.clone().requires_grad_() for t in (x, w, b))
+    ours, theirs = compiled(xs, ws, bs), step(F.conv2d, xr, wr, br)
+    ours.backward()
+    theirs.backward()
+    torch.testing.assert_close(ours, theirs, rtol=1e-10, atol=1e-10)
+    for a, r in ((xs, xr), (ws, wr), (bs, br)):
+        assert a.grad.device == r.grad.device
+        torch.testing.assert_close(a.grad, r.grad, rtol=1e-9, atol=1e-9)
+
+
+def _jax_gpu():
+    jax = pytest.importorskip("jax")
+    try:
+        return jax, jax.devices("gpu")[0]
+    except RuntimeError:
+        pytest.skip("jax has no GPU here")
+
+
+def test_jax_cuda_arrays_through_the_core_api_and_convops_jax():
+    """A JAX array on the GPU goes to the cuda backend through DLPack and
+    comes back as a JAX array on the same device; convops.jax (a host
+    callback) takes GPU arrays too."""
+    _cupy()
+    jax, gpu = _jax_gpu()
+    import convops.jax as cj
+    rng = np.random.default_rng(2)
+    xn = rng.standard_normal((2, 6, 17, 15), dtype=np.float32)
+    wn = rng.standard_normal((4, 3, 3, 2), dtype=np.float32)
+    x, w = jax.device_put(xn, gpu), jax.device_put(wn, gpu)
+    kw = dict(stride=(2, 1), padding=((1, 2), (0, 1)), dilation=(1, 2), groups=2)
+    x64, w64 = xn.astype(np.float64), wn.astype(np.float64)
+    problem = co.explain(x64, w64, **kw).problem
+    expect = reference.forward(problem, x64, w64)
+    y = co.conv(x, w, **kw)
+    assert isinstance(y, jax.Array) and y.devices() == {gpu} and y.dtype == np.float32
+    np.testing.assert_allclose(np.asarray(y), expect, rtol=1e-4, atol=1e-4)
+    yj = jax.jit(lambda x, w: cj.conv(x, w, **kw))(x, w)
+    np.testing.assert_allclose(np.asarray(yj), expect, rtol=1e-4, atol=1e-4)
+    gx = jax.grad(lambda x: cj.conv(x, w, **kw).sum())(x)
+    gx_ref = reference.grad_input(problem, np.ones(expect.shape), w64)
+    np.testing.assert_allclose(np.asarray(gx), gx_ref, rtol=1e-4, atol=1e-4)

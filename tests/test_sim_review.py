@@ -16,6 +16,7 @@ from convops.sim import SimModule
 from convops.sim.module import compiler_options, kernel_names
 
 SOURCE = r'''
+#include <cuda_fp16.h>
 __global__ void bytecopy(const void* src, void* dst, long long n) {          // byte i by thread i
     long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x;
     if (i < n) ((char*)dst)[i] = ((const char*)src)[i];

@@ -24,6 +24,7 @@ typedef long long index_t;
 // with PTX's cvt (no cuda_fp16.h: NVRTC has no headers of its own, and the
 // kernels need only the two conversions); under the simulator its __half.
 #ifdef CONVOPS_SIM
+#include <cuda_fp16.h>  // the simulator's
 typedef __half half_t;
 __device__ __forceinline__ float half_to_float(half_t h) { return __half2float(h); }
 __device__ __forceinline__ half_t float_to_half(float f) { return __float2half_rn(f); }

@@ -89,40 +89,23 @@ inline T sim_shfl(long site, int kind, unsigned mask, T v, int lane_arg, int wid
 }
 
 // ---- atomics (instrumented: the runtime sees them as atomic accesses) ---------------
-// The value's type is taken from the pointer (atomicAdd(unsigned*, 1) is fine, as in CUDA).
-template <class T> struct sim_same { using type = T; };
-template <class T> using sim_value = typename sim_same<T>::type;
-template <class T> inline T atomicAdd(T* p, sim_value<T> v) { return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST); }
-template <class T> inline T atomicSub(T* p, sim_value<T> v) { return __atomic_fetch_sub(p, v, __ATOMIC_SEQ_CST); }
-template <class T> inline T atomicAnd(T* p, sim_value<T> v) { return __atomic_fetch_and(p, v, __ATOMIC_SEQ_CST); }
-template <class T> inline T atomicOr(T* p, sim_value<T> v) { return __atomic_fetch_or(p, v, __ATOMIC_SEQ_CST); }
-template <class T> inline T atomicXor(T* p, sim_value<T> v) { return __atomic_fetch_xor(p, v, __ATOMIC_SEQ_CST); }
-template <class T> inline T atomicExch(T* p, sim_value<T> v) { return __atomic_exchange_n(p, v, __ATOMIC_SEQ_CST); }
-template <class T> inline T atomicCAS(T* p, sim_value<T> cmp, sim_value<T> v) {
-  __atomic_compare_exchange_n(p, &cmp, v, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
-  return cmp;
-}
-template <class T> inline T atomicMax(T* p, sim_value<T> v) {
+// Exactly the overloads CUDA declares (NVRTC 13 for sm_75 to sm_90; tests/test_sim.py
+// compares this table with NVRTC's), as plain functions: the value converts to the
+// pointer's type (atomicAdd(unsigned*, 1) is fine), and a call CUDA has no overload
+// for (atomicMax on a float, atomicExch on a double) fails to compile here too.
+template <class T> inline T sim_fetch_max(T* p, T v) {
   T old = __atomic_load_n(p, __ATOMIC_SEQ_CST);
   while (old < v && !__atomic_compare_exchange_n(p, &old, v, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {}
   return old;
 }
-template <class T> inline T atomicMin(T* p, sim_value<T> v) {
+template <class T> inline T sim_fetch_min(T* p, T v) {
   T old = __atomic_load_n(p, __ATOMIC_SEQ_CST);
   while (old > v && !__atomic_compare_exchange_n(p, &old, v, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {}
   return old;
 }
-// ((old >= limit) ? 0 : old + 1) and (((old == 0) || (old > limit)) ? limit : old - 1), as CUDA defines them
-inline unsigned atomicInc(unsigned* p, unsigned limit) {
-  unsigned old = __atomic_load_n(p, __ATOMIC_SEQ_CST);
-  while (!__atomic_compare_exchange_n(p, &old, old >= limit ? 0u : old + 1, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {}
-  return old;
-}
-inline unsigned atomicDec(unsigned* p, unsigned limit) {
-  unsigned old = __atomic_load_n(p, __ATOMIC_SEQ_CST);
-  while (!__atomic_compare_exchange_n(p, &old, (old == 0 || old > limit) ? limit : old - 1, false, __ATOMIC_SEQ_CST,
-                                      __ATOMIC_SEQ_CST)) {}
-  return old;
+template <class T> inline T sim_cas(T* p, T cmp, T v) {
+  __atomic_compare_exchange_n(p, &cmp, v, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+  return cmp;
 }
 template <class F, class I> inline F sim_atomic_float(F* p, F v, F (*op)(F, F)) {
   static_assert(sizeof(F) == sizeof(I), "");
@@ -136,16 +119,40 @@ template <class F, class I> inline F sim_atomic_float(F* p, F v, F (*op)(F, F)) 
   } while (!__atomic_compare_exchange_n(ip, &old, want, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST));
   return f;
 }
-inline float atomicAdd(float* p, float v) { return sim_atomic_float<float, uint32_t>(p, v, [](float a, float b) { return a + b; }); }
-inline double atomicAdd(double* p, double v) { return sim_atomic_float<double, uint64_t>(p, v, [](double a, double b) { return a + b; }); }
-inline float atomicSub(float* p, float v) { return sim_atomic_float<float, uint32_t>(p, v, [](float a, float b) { return a - b; }); }
-inline double atomicSub(double* p, double v) { return sim_atomic_float<double, uint64_t>(p, v, [](double a, double b) { return a - b; }); }
-inline float atomicMax(float* p, float v) { return sim_atomic_float<float, uint32_t>(p, v, [](float a, float b) { return a > b ? a : b; }); }
-inline double atomicMax(double* p, double v) { return sim_atomic_float<double, uint64_t>(p, v, [](double a, double b) { return a > b ? a : b; }); }
-inline float atomicMin(float* p, float v) { return sim_atomic_float<float, uint32_t>(p, v, [](float a, float b) { return a < b ? a : b; }); }
-inline double atomicMin(double* p, double v) { return sim_atomic_float<double, uint64_t>(p, v, [](double a, double b) { return a < b ? a : b; }); }
-inline float atomicExch(float* p, float v) { return sim_atomic_float<float, uint32_t>(p, v, [](float, float b) { return b; }); }
-inline double atomicExch(double* p, double v) { return sim_atomic_float<double, uint64_t>(p, v, [](double, double b) { return b; }); }
+#define SIM_ATOMIC(NAME, T, EXPR) inline T NAME(T* p, T v) { return EXPR; }
+#define SIM_ATOMIC_ADD_SUB(T) SIM_ATOMIC(atomicAdd, T, __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST)) \
+  SIM_ATOMIC(atomicSub, T, __atomic_fetch_sub(p, v, __ATOMIC_SEQ_CST))
+#define SIM_ATOMIC_BITS_MIN_MAX(T) SIM_ATOMIC(atomicAnd, T, __atomic_fetch_and(p, v, __ATOMIC_SEQ_CST)) \
+  SIM_ATOMIC(atomicOr, T, __atomic_fetch_or(p, v, __ATOMIC_SEQ_CST)) \
+  SIM_ATOMIC(atomicXor, T, __atomic_fetch_xor(p, v, __ATOMIC_SEQ_CST)) \
+  SIM_ATOMIC(atomicMax, T, sim_fetch_max(p, v)) SIM_ATOMIC(atomicMin, T, sim_fetch_min(p, v))
+#define SIM_ATOMIC_EXCH_CAS(T) SIM_ATOMIC(atomicExch, T, __atomic_exchange_n(p, v, __ATOMIC_SEQ_CST)) \
+  inline T atomicCAS(T* p, T cmp, T v) { return sim_cas(p, cmp, v); }
+SIM_ATOMIC_ADD_SUB(int) SIM_ATOMIC_ADD_SUB(unsigned int)
+SIM_ATOMIC(atomicAdd, unsigned long long, __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST))
+SIM_ATOMIC_BITS_MIN_MAX(int) SIM_ATOMIC_BITS_MIN_MAX(unsigned int)
+SIM_ATOMIC_BITS_MIN_MAX(long long) SIM_ATOMIC_BITS_MIN_MAX(unsigned long long)
+SIM_ATOMIC_EXCH_CAS(int) SIM_ATOMIC_EXCH_CAS(unsigned int) SIM_ATOMIC_EXCH_CAS(unsigned long long)
+inline unsigned short atomicCAS(unsigned short* p, unsigned short cmp, unsigned short v) { return sim_cas(p, cmp, v); }
+SIM_ATOMIC(atomicAdd, float, (sim_atomic_float<float, uint32_t>(p, v, [](float a, float b) { return a + b; })))
+SIM_ATOMIC(atomicAdd, double, (sim_atomic_float<double, uint64_t>(p, v, [](double a, double b) { return a + b; })))
+SIM_ATOMIC(atomicExch, float, (sim_atomic_float<float, uint32_t>(p, v, [](float, float b) { return b; })))
+#undef SIM_ATOMIC
+#undef SIM_ATOMIC_ADD_SUB
+#undef SIM_ATOMIC_BITS_MIN_MAX
+#undef SIM_ATOMIC_EXCH_CAS
+// ((old >= limit) ? 0 : old + 1) and (((old == 0) || (old > limit)) ? limit : old - 1), as CUDA defines them
+inline unsigned atomicInc(unsigned* p, unsigned limit) {
+  unsigned old = __atomic_load_n(p, __ATOMIC_SEQ_CST);
+  while (!__atomic_compare_exchange_n(p, &old, old >= limit ? 0u : old + 1, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {}
+  return old;
+}
+inline unsigned atomicDec(unsigned* p, unsigned limit) {
+  unsigned old = __atomic_load_n(p, __ATOMIC_SEQ_CST);
+  while (!__atomic_compare_exchange_n(p, &old, (old == 0 || old > limit) ? limit : old - 1, false, __ATOMIC_SEQ_CST,
+                                      __ATOMIC_SEQ_CST)) {}
+  return old;
+}
 
 // ---- math and intrinsics ----------------------------------------------------------
 // CUDA's min and max take mixed arguments (min(int, unsigned), max(float, double)).
@@ -234,35 +241,8 @@ struct int3 { int x, y, z; };
 inline int3 make_int3(int x, int y, int z) { return int3{x, y, z}; }
 inline uint3 make_uint3(unsigned x, unsigned y, unsigned z) { return uint3{x, y, z}; }
 
-// ---- half precision (cuda_fp16.h subset) ----------------------------------------------
-struct __half {
-  _Float16 v;
-  __half() = default;
-  __half(float f) : v((_Float16)f) {}
-  __half(double f) : v((_Float16)f) {}
-  __half(int i) : v((_Float16)i) {}
-  operator float() const { return (float)v; }
-};
-inline __half __float2half(float f) { return __half(f); }
-inline __half __float2half_rn(float f) { return __half(f); }
-inline float __half2float(__half h) { return (float)h.v; }
-inline __half __hadd(__half a, __half b) { return __half((float)a + (float)b); }
-inline __half __hsub(__half a, __half b) { return __half((float)a - (float)b); }
-inline __half __hmul(__half a, __half b) { return __half((float)a * (float)b); }
-// one rounding, as on a GPU: the double fma is exact for half operands but in the far corners
-inline __half __hfma(__half a, __half b, __half c) { return __half(std::fma((double)a, (double)b, (double)c)); }
-inline __half __hmax(__half a, __half b) { return (float)a < (float)b ? b : a; }
-inline __half __hmin(__half a, __half b) { return (float)b < (float)a ? b : a; }
-inline __half __habs(__half a) { return __half(std::fabs((float)a)); }
-inline __half __hneg(__half a) { return __half(-(float)a); }
-inline __half operator+(__half a, __half b) { return __hadd(a, b); }
-inline __half operator-(__half a, __half b) { return __hsub(a, b); }
-inline __half operator*(__half a, __half b) { return __hmul(a, b); }
-inline __half operator/(__half a, __half b) { return __half((float)a / (float)b); }
-inline __half& operator+=(__half& a, __half b) { return a = a + b; }
-inline bool operator<(__half a, __half b) { return (float)a < (float)b; }
-inline bool operator>(__half a, __half b) { return (float)a > (float)b; }
-using half = __half;
+// ---- half precision: include <cuda_fp16.h> (the simulator's own, beside this file), as for NVRTC
+
 
 // ---- library calls a kernel makes: checked like its own accesses ---------------------------
 extern "C" void __tsan_read_range(void*, unsigned long);
@@ -304,7 +284,7 @@ template <class T> struct scalar_info {
   static constexpr int elem = sizeof(T);
 };
 template <> struct scalar_info<void> { static constexpr char kind = 'v'; static constexpr int elem = 1; };
-template <> struct scalar_info<__half> { static constexpr char kind = 'f'; static constexpr int elem = 2; };
+// scalar_info<__half>: in cuda_fp16.h
 #define SIM_VECTOR_INFO(V, K, E) template <> struct scalar_info<V> { static constexpr char kind = K; static constexpr int elem = E; };
 SIM_VECTOR_INFO(float2, 'f', 4) SIM_VECTOR_INFO(float3, 'f', 4) SIM_VECTOR_INFO(float4, 'f', 4)
 SIM_VECTOR_INFO(double2, 'f', 8) SIM_VECTOR_INFO(double4, 'f', 8) SIM_VECTOR_INFO(int2, 'i', 4)
