@@ -86,7 +86,7 @@ auto_backends = {"numpy": ("numba", "numpy"), "cuda": ("cuda",)}
 # the problem (and does not decline it heuristically) is chosen.  Every
 # registered algorithm must appear here.
 selection_order = {
-    "numba": ("depthwise", "subpixel", "im2col", "space_to_batch", "direct", "polyphase"),
+    "numba": ("depthwise", "subpixel", "winograd", "im2col", "space_to_batch", "direct", "polyphase"),
     "numpy": ("reference",),
     "cuda": ("depthwise", "implicit_gemm_tc", "implicit_gemm", "im2col", "direct"),
     "cuda-sim": ("depthwise", "implicit_gemm_tc", "implicit_gemm", "im2col", "direct"),
@@ -115,6 +115,18 @@ cpu_chunk_bytes = _env_bytes("CONVOPS_CPU_CHUNK_BYTES", 4 * 2**20)
 # Smallest chunk of output positions im2col's flat layout aims for before it
 # splits channels into blocks (GEMMs narrower than this run poorly).
 cpu_min_chunk_positions = 256
+
+# Winograd F(2x2,3x3) runs 3x3 stride-1 layers with at least this many input
+# and output channels (fewer: the transforms cost more than they save).
+cpu_winograd_min_channels = 16
+# ... and transform-domain filters (16 * C * K elements) of at most this many
+# bytes: every chunk of tiles reads all of them, so they must stay in cache
+# (ResNet's 256-channel 3x3 layer, 4 MiB of them, ran 2.4x slower than im2col).
+cpu_winograd_max_filter_bytes = 1 * 2**20
+# Bytes per thread of one Winograd chunk (its 16 transformed input and output
+# planes): small enough to stay in L2 between the transforms and the GEMMs
+# (on 2026-11-23's Zen 4, 512 KiB: 11.2 ms for ResNet's c64 3x3 layer; 4 MiB: 28.8).
+cpu_winograd_chunk_bytes = _env_bytes("CONVOPS_CPU_WINOGRAD_CHUNK_BYTES", 512 * 2**10)
 
 # im2col dgrad splits input channels into blocks until there are at least this
 # many parallel iterations (decided by the problem alone: deterministic).

@@ -103,7 +103,7 @@ def test_float16_computes_in_float32():
 
 @pytest.mark.parametrize("name, expected", [
     ("mobilenetv2-dw-3x3-c144", "depthwise"),
-    ("resnet50-3x3-c64", "im2col"),
+    ("resnet50-3x3-c64", "winograd"),
     ("resnet50-1x1-256to64", "im2col"),
     ("dcgan-transposed-4x4-s2", "im2col"),
 ])

@@ -1,0 +1,366 @@
+"""Winograd minimal filtering F(2x2, 3x3) (Lavin & Gray, 2015) for 2-D 3x3
+stride-1 undilated dense convolutions: forward, and dgrad as the forward
+convolution of dy with the flipped, channel-transposed filter.
+
+Each 4x4 input tile d (stride 2, overlapping by 2) gives a 2x2 output tile
+
+    Y = A^T [ sum_c (G g_kc G^T) * (B^T d_c B) ] A          (* elementwise)
+
+so the 9 multiplications per output per channel pair become 16 per 2x2 tile
+(2.25x fewer), done as 16 GEMMs (K x C) @ (C x tiles) on BLAS, one per
+transform-domain position.  Work is split into chunks of tiles (a fixed
+size, decided by the problem alone): a parallel iteration transforms its
+chunk's input tiles into its workspace, runs the 16 GEMMs on one BLAS thread
+while the chunk is in cache, and transforms the products back into the
+output.  Every output element is computed by exactly one iteration in a fixed
+order, so results are bitwise identical across runs and thread counts.
+
+The transforms have only 0, +-1 and +-1/2 (G) as coefficients, so the error
+stays within a small factor of direct summation's (tests/test_winograd.py
+measures it against the reference at 512 channels).  Unlike direct
+summation, a NaN or infinity in one input element would reach whole 2x2
+output tiles around it (inf - inf in the transforms), so operands that are
+not all finite run through im2col's kernels instead (same call, exact
+IEEE propagation).
+
+Limits (``supports``): kernel 3x3 (2-D, or 3-D with one depth tap over one
+depth plane), stride 1, dilation 1, groups 1, fwd and dgrad.  Strided,
+dilated and transposed layers reach it through the phase algorithms
+(space_to_batch, subpixel), whose stride-1 sub-problems it runs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import get_thread_id, njit, prange
+
+from .. import config
+from .blas import THREADS_LOCAL, gemm, gemm_for, single_threaded_blas
+from . import im2col
+from .common import Kernels, kernel_problem, register_algorithm
+
+FASTMATH = set(config.cpu_fastmath)
+
+# G (4x3), the filter transform: U = G g G^T.
+_G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
+
+
+def filter_transform(w3: np.ndarray) -> np.ndarray:
+    """(K, C, 3, 3) filters -> (16, K, C) transform-domain filters G g G^T,
+    computed in float64 and rounded once to the compute dtype."""
+    u = np.einsum("ar,kcrs,bs->abkc", _G, w3.astype(np.float64), _G, optimize=True)
+    return np.ascontiguousarray(u.reshape(16, w3.shape[0], w3.shape[1]), dtype=w3.dtype)
+
+
+@njit(inline="always")
+def _segment(t, t_end, th, tw):
+    """The run of tiles from t to the end of its tile row (or t_end):
+    (n, ty, tx0, count)."""
+    n = t // (th * tw)
+    ty = (t // tw) % th
+    tx0 = t % tw
+    return n, ty, tx0, min(tw - tx0, t_end - t)
+
+
+@njit(inline="always")
+def _interior(pad, size, lo, count):
+    """[a, b) of tiles lo..lo+count whose 4 reads from 2*tx - pad are all
+    inside [0, size), as offsets from lo (a <= b)."""
+    a = max(0, (pad + 1) // 2 - lo)
+    b = min(count, (size + pad - 4) // 2 + 1 - lo) if size + pad >= 4 else 0
+    a = min(a, count)
+    return a, max(a, b)
+
+
+# Transform-domain planes (one per position xi) sit this many elements apart
+# beyond their size: planes a multiple of 4 KiB apart would share cache sets
+# and the 16 streams of a transform evict each other (3x slower measured).
+PLANE_GAP = 16
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _in_tiles(xf, o0, o1, o2, o3, vf, vo, vs, count):
+    """B^T d B of ``count`` horizontally adjacent interior tiles whose rows
+    start at xf[o0..o3] (2 apart): element xi of tile q to vf[vo + xi*vs + q].
+    No tests in the loop: it vectorizes."""
+    for q in range(count):
+        j = 2 * q
+        u00 = xf[o0 + j] - xf[o2 + j]
+        u01 = xf[o0 + j + 1] - xf[o2 + j + 1]
+        u02 = xf[o0 + j + 2] - xf[o2 + j + 2]
+        u03 = xf[o0 + j + 3] - xf[o2 + j + 3]
+        u10 = xf[o1 + j] + xf[o2 + j]
+        u11 = xf[o1 + j + 1] + xf[o2 + j + 1]
+        u12 = xf[o1 + j + 2] + xf[o2 + j + 2]
+        u13 = xf[o1 + j + 3] + xf[o2 + j + 3]
+        u20 = xf[o2 + j] - xf[o1 + j]
+        u21 = xf[o2 + j + 1] - xf[o1 + j + 1]
+        u22 = xf[o2 + j + 2] - xf[o1 + j + 2]
+        u23 = xf[o2 + j + 3] - xf[o1 + j + 3]
+        u30 = xf[o1 + j] - xf[o3 + j]
+        u31 = xf[o1 + j + 1] - xf[o3 + j + 1]
+        u32 = xf[o1 + j + 2] - xf[o3 + j + 2]
+        u33 = xf[o1 + j + 3] - xf[o3 + j + 3]
+        e = vo + q
+        vf[e] = u00 - u02
+        vf[e + vs] = u01 + u02
+        vf[e + 2 * vs] = u02 - u01
+        vf[e + 3 * vs] = u01 - u03
+        vf[e + 4 * vs] = u10 - u12
+        vf[e + 5 * vs] = u11 + u12
+        vf[e + 6 * vs] = u12 - u11
+        vf[e + 7 * vs] = u11 - u13
+        vf[e + 8 * vs] = u20 - u22
+        vf[e + 9 * vs] = u21 + u22
+        vf[e + 10 * vs] = u22 - u21
+        vf[e + 11 * vs] = u21 - u23
+        vf[e + 12 * vs] = u30 - u32
+        vf[e + 13 * vs] = u31 + u32
+        vf[e + 14 * vs] = u32 - u31
+        vf[e + 15 * vs] = u31 - u33
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _input_tiles(x, t0, tb, th, tw, pad_h, pad_w, vf, vs):
+    """vf[xi*vs + c*tb + t] = (B^T d B)[xi] for the 4x4 tiles d of every
+    channel c of tiles t0..t0+tb (tile t = (n, ty, tx) over n, th rows, tw
+    columns) of x (N, C, H, W), read from row 2*ty - pad_h, column
+    2*tx - pad_w, zeros outside.  B^T = [[1,0,-1,0], [0,1,1,0], [0,-1,1,0],
+    [0,1,0,-1]].  A tile row at a time: the interior through _in_tiles, the
+    edges through a checked scalar path."""
+    C, H, W = x.shape[1], x.shape[2], x.shape[3]
+    xf = x.reshape(-1)
+    zero = x.dtype.type(0)
+    d = np.empty(16, x.dtype)
+    t = t0
+    while t < t0 + tb:
+        n, ty, tx0, count = _segment(t, t0 + tb, th, tw)
+        base = t - t0
+        r0 = 2 * ty - pad_h
+        a, b = _interior(pad_w, W, tx0, count)
+        if r0 < 0 or r0 + 4 > H:
+            a, b = 0, 0
+        for c in range(C):
+            plane = (n * C + c) * H * W
+            if a < b:
+                o = plane + r0 * W + 2 * (tx0 + a) - pad_w
+                _in_tiles(xf, o, o + W, o + 2 * W, o + 3 * W, vf, c * tb + base + a, vs, b - a)
+            for e in range(count):  # the edges: checked reads
+                if a <= e < b:
+                    continue
+                s0 = 2 * (tx0 + e) - pad_w
+                for i in range(4):
+                    r = r0 + i
+                    for j in range(4):
+                        s = s0 + j
+                        d[4 * i + j] = xf[plane + r * W + s] if 0 <= r < H and 0 <= s < W else zero
+                for j in range(4):  # B^T d: rows
+                    a0, a1, a2, a3 = d[j], d[4 + j], d[8 + j], d[12 + j]
+                    d[j] = a0 - a2
+                    d[4 + j] = a1 + a2
+                    d[8 + j] = a2 - a1
+                    d[12 + j] = a1 - a3
+                o = c * tb + base + e
+                for i in range(4):  # (B^T d) B: columns
+                    a0, a1, a2, a3 = d[4 * i], d[4 * i + 1], d[4 * i + 2], d[4 * i + 3]
+                    vf[o + (4 * i) * vs] = a0 - a2
+                    vf[o + (4 * i + 1) * vs] = a1 + a2
+                    vf[o + (4 * i + 2) * vs] = a2 - a1
+                    vf[o + (4 * i + 3) * vs] = a1 - a3
+        t += count
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _out_row(mf, mo, ms, yf, yo, count, b, second):
+    """Row 0 (second=False) or 1 of A^T m A for ``count`` adjacent full tiles:
+    m's element xi of tile q at mf[mo + xi*ms + q], outputs to yf[yo + 2q], yf[yo + 2q + 1]."""
+    if not second:
+        for q in range(count):
+            e = mo + q
+            s0 = mf[e] + mf[e + 4 * ms] + mf[e + 8 * ms]
+            s1 = mf[e + ms] + mf[e + 5 * ms] + mf[e + 9 * ms]
+            s2 = mf[e + 2 * ms] + mf[e + 6 * ms] + mf[e + 10 * ms]
+            s3 = mf[e + 3 * ms] + mf[e + 7 * ms] + mf[e + 11 * ms]
+            yf[yo + 2 * q] = s0 + s1 + s2 + b
+            yf[yo + 2 * q + 1] = s1 - s2 - s3 + b
+    else:
+        for q in range(count):
+            e = mo + q
+            s0 = mf[e + 4 * ms] - mf[e + 8 * ms] - mf[e + 12 * ms]
+            s1 = mf[e + 5 * ms] - mf[e + 9 * ms] - mf[e + 13 * ms]
+            s2 = mf[e + 6 * ms] - mf[e + 10 * ms] - mf[e + 14 * ms]
+            s3 = mf[e + 7 * ms] - mf[e + 11 * ms] - mf[e + 15 * ms]
+            yf[yo + 2 * q] = s0 + s1 + s2 + b
+            yf[yo + 2 * q + 1] = s1 - s2 - s3 + b
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _output_tiles(mf, ms, k0, kn, t0, tb, th, tw, bias, y):
+    """y[n, k, 2ty:2ty+2, 2tx:2tx+2] = A^T m A (+ bias), cropped to y's
+    extent, for output channels k0..k0+kn and tiles t0..t0+tb, m's element
+    xi of (k, tile t) at mf[xi*ms + (k - k0)*tb + t - t0].
+    A^T = [[1,1,1,0], [0,1,-1,-1]].  A tile row at a time; the last tile of
+    an odd width and the last row of an odd height are cut."""
+    K, P, Q = y.shape[1], y.shape[2], y.shape[3]
+    yf = y.reshape(-1)
+    t = t0
+    while t < t0 + tb:
+        n, ty, tx0, count = _segment(t, t0 + tb, th, tw)
+        base = t - t0
+        p = 2 * ty
+        full = count if 2 * (tx0 + count) <= Q else count - 1
+        for k in range(kn):
+            b = bias[k0 + k] if bias.size else y.dtype.type(0)
+            mo = k * tb + base
+            yo = ((n * K + k0 + k) * P + p) * Q + 2 * tx0
+            _out_row(mf, mo, ms, yf, yo, full, b, False)
+            if p + 1 < P:
+                _out_row(mf, mo, ms, yf, yo + Q, full, b, True)
+            if full < count:  # one output column of the last tile
+                e = mo + full
+                yf[yo + 2 * full] = (mf[e] + mf[e + 4 * ms] + mf[e + 8 * ms]) \
+                    + (mf[e + ms] + mf[e + 5 * ms] + mf[e + 9 * ms]) \
+                    + (mf[e + 2 * ms] + mf[e + 6 * ms] + mf[e + 10 * ms]) + b
+                if p + 1 < P:
+                    yf[yo + Q + 2 * full] = (mf[e + 4 * ms] - mf[e + 8 * ms] - mf[e + 12 * ms]) \
+                        + (mf[e + 5 * ms] - mf[e + 9 * ms] - mf[e + 13 * ms]) \
+                        + (mf[e + 6 * ms] - mf[e + 10 * ms] - mf[e + 14 * ms]) + b
+        t += count
+
+
+@njit(parallel=True, cache=True)
+def _winograd(fn, tl, x, u, bias, y, pad_h, pad_w, tb, kb, ws):
+    """y (N, K, P, Q) = the 3x3 stride-1 correlation of x (N, C, H, W) with
+    padding (pad_h, pad_w) before each dim, from transform-domain filters
+    u (16, K, C).  Iteration = one chunk of tb tiles; workspace row per
+    thread: 16 planes (C, tb) of v, then 16 planes (kb, tb) of m, each
+    plane PLANE_GAP elements past the last."""
+    N, C = x.shape[0], x.shape[1]
+    K, P, Q = y.shape[1], y.shape[2], y.shape[3]
+    th, tw = (P + 1) // 2, (Q + 1) // 2
+    tiles = N * th * tw
+    chunks = (tiles + tb - 1) // tb
+    for job in prange(chunks):
+        t0 = job * tb
+        width = min(tb, tiles - t0)
+        tid = get_thread_id()
+        vs = C * width + PLANE_GAP
+        vf = ws[tid, :16 * vs]
+        _input_tiles(x, t0, width, th, tw, pad_h, pad_w, vf, vs)
+        for k0 in range(0, K, kb):
+            kn = min(kb, K - k0)
+            ms = kn * width + PLANE_GAP
+            mf = ws[tid, 16 * vs:16 * (vs + ms)]
+            for xi in range(16):
+                gemm(fn, tl, False, False, kn, width, C, 1.0, u[xi, k0:], C, vf[xi * vs:], width, 0.0,
+                     mf[xi * ms:], width)
+            _output_tiles(mf, ms, k0, kn, t0, width, th, tw, bias, y)
+
+
+def _tiling(q, c_in, c_out):
+    """(tiles per chunk, output channels per block, workspace elements per
+    thread): a chunk's transforms fill about config.cpu_winograd_chunk_bytes,
+    with 16 to 512 tiles (narrower GEMMs run poorly); many channels block the
+    output channels first."""
+    itemsize = np.dtype(q.dtype).itemsize
+    budget = max(1, min(config.cpu_winograd_chunk_bytes, config.cpu_workspace_bytes // _threads()) // itemsize)
+    kb = c_out
+    tb = budget // (16 * (c_in + kb))
+    if tb < 16:
+        kb = max(1, min(c_out, budget // (16 * 16) - c_in))
+        tb = budget // (16 * (c_in + kb))
+    tb = min(max(tb, 16), 512)  # the budget is a preference; supports() enforces the workspace cap
+    return tb, kb, 16 * ((c_in + kb) * tb + 2 * PLANE_GAP)
+
+
+def _threads():
+    import numba
+    return max(1, numba.config.NUMBA_NUM_THREADS)
+
+
+def _channels(q):
+    """(input, output) channels of the Winograd convolution q runs."""
+    return (q.c_in, q.c_out) if q.op == "fwd" else (q.c_out, q.c_in)
+
+
+def _run(q, x4, u, bias, pad, out_size):
+    tb, kb, per_thread = _tiling(q, *_channels(q))
+    y = np.empty((x4.shape[0], u.shape[1]) + tuple(out_size), x4.dtype)
+    ws = np.empty((_threads(), per_thread), x4.dtype)
+    with single_threaded_blas:
+        _winograd(gemm_for(x4.dtype), THREADS_LOCAL, x4, u, bias, y, pad[0], pad[1], tb, kb, ws)
+    return y
+
+
+def _planes(a, size):
+    """(N, C, 1, H, W) -> (N, C, H, W); ``size`` the 3-D spatial size."""
+    return a.reshape(a.shape[:2] + tuple(size[1:]))
+
+
+def _finite(*arrays) -> bool:
+    """No NaN or infinity in the operands (a finite sum says so; one that
+    overflows only sends the call to the exact path)."""
+    return all(np.isfinite(np.sum(a)) for a in arrays)
+
+
+def fwd(q, x, w, bias):
+    if not _finite(x, w):  # the transforms would spread a NaN/inf over whole tiles
+        return im2col.fwd(q, x, w, bias)
+    u = filter_transform(w.reshape(q.c_out, q.c_in, 3, 3))
+    y = _run(q, _planes(x, q.in_size), u, bias, q.pad_lo[1:], q.out_size[1:])
+    return y.reshape(q.y_shape)
+
+
+def dgrad(q, dy, w, bias):
+    """dx = the correlation of dy with w flipped in both taps and transposed
+    (C <-> K), with padding 2 - pad before each dim (negative: cropped)."""
+    if not _finite(dy, w):
+        return im2col.dgrad(q, dy, w, bias)
+    wt = np.ascontiguousarray(w.reshape(q.c_out, q.c_in, 3, 3)[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
+    u = filter_transform(wt)
+    pad = (2 - q.pad_lo[1], 2 - q.pad_lo[2])
+    dx = _run(q, _planes(dy, q.out_size), u, bias, pad, q.in_size[1:])
+    return dx.reshape(q.x_shape)
+
+
+def _supports(problem):
+    q = kernel_problem(problem)
+    reasons = []
+    if q.kernel[1:] != (3, 3) or q.kernel[0] != 1:
+        reasons.append(f"kernel {problem.kernel} is not 3x3 (2-D, or 3-D with one depth tap)")
+    if q.in_size[0] != 1 or q.out_size[0] != 1:
+        reasons.append("3-D input with more than one depth plane")
+    if q.stride != (1, 1, 1):
+        reasons.append(f"stride {problem.stride} is not 1")
+    if q.dilation != (1, 1, 1):
+        reasons.append(f"dilation {problem.dilation} is not 1")
+    if q.groups != 1:
+        reasons.append(f"groups={problem.groups} (dense convolutions only)")
+    if not reasons and workspace_bytes(problem) > config.cpu_workspace_bytes:
+        reasons.append("one chunk of tiles does not fit config.cpu_workspace_bytes")
+    return reasons
+
+
+def _declines(problem):
+    """Where im2col (direct summation) is the better choice."""
+    reasons = []
+    q = kernel_problem(problem)
+    small = min(q.c_in, q.c_out)
+    if small < config.cpu_winograd_min_channels:
+        reasons.append(f"{small} channels: the transforms outweigh the saved multiplications "
+                       f"(config.cpu_winograd_min_channels = {config.cpu_winograd_min_channels})")
+    filters = 16 * q.c_in * q.c_out * np.dtype(q.dtype).itemsize
+    if filters > config.cpu_winograd_max_filter_bytes:
+        reasons.append(f"transformed filters of {filters} bytes, over config.cpu_winograd_max_filter_bytes "
+                       f"({config.cpu_winograd_max_filter_bytes}): every chunk rereads them from memory")
+    return reasons
+
+
+def workspace_bytes(problem) -> int:
+    q = kernel_problem(problem)
+    return _tiling(q, *_channels(q))[2] * _threads() * np.dtype(q.dtype).itemsize
+
+
+register_algorithm("winograd", Kernels(fwd, dgrad, None), supports=_supports, declines=_declines,
+                   workspace_bytes=workspace_bytes, ops=("fwd", "dgrad"),
+                   description="Winograd F(2x2,3x3): transforms in Numba, 16 transform-domain GEMMs per tile chunk")

@@ -1,0 +1,156 @@
+"""Winograd F(2x2,3x3) (numba backend): the geometry where tiles and edges
+go wrong, its error at the largest channel counts it is chosen for, NaN and
+infinity, determinism, the chunking under small caps, and selection.  (The
+registry-wide suites run it on every listed problem it supports as well.)"""
+
+import numba
+import numpy as np
+import pytest
+
+import convops as co
+from convops import config, dispatch, problems, reference
+from convops.cpu import winograd
+
+from helpers import assert_close
+
+
+def _ref(op, a, b, **kw):
+    """The float64 reference of one pass (fwd: a=x, b=w; dgrad: a=dy, b=w, kw x_shape)."""
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    if op == "fwd":
+        return reference.forward(co.explain(a64, b64, **kw).problem, a64, b64)
+    x_shape = kw.pop("x_shape")
+    p = co.explain(np.zeros(x_shape), b64, **kw).problem.grad_input()
+    return reference.grad_input(p, a64, b64)
+
+
+GEOMETRIES = [  # (N, C, K, H, W, padding): odd/even outputs, one tile, all padding, pads past the kernel
+    (2, 16, 16, 9, 7, 1), (1, 16, 24, 5, 6, 0), (2, 16, 20, 1, 1, 2), (1, 16, 16, 2, 3, ((2, 0), (0, 2))),
+    (1, 17, 16, 3, 3, 0), (3, 16, 19, 8, 8, 3), (1, 16, 16, 1, 40, 1), (1, 16, 16, 31, 2, ((0, 1), (1, 0))),
+]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16"])
+@pytest.mark.parametrize("g", GEOMETRIES, ids=str)
+def test_fwd_and_dgrad_against_the_reference(g, dtype):
+    n, c, k, h, w_, pad = g
+    rng = np.random.default_rng(abs(hash(g)) % 2**32)
+    x = rng.standard_normal((n, c, h, w_)).astype(dtype)
+    w = rng.standard_normal((k, c, 3, 3)).astype(dtype)
+    bias = rng.standard_normal(k).astype(dtype)
+    y = co.conv(x, w, bias, padding=pad, algorithm="winograd")
+    assert y.dtype == dtype
+    assert_close(y, _ref("fwd", x, w, padding=pad) + bias.reshape(-1, 1, 1), dtype, f"fwd {g}")
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    dx = co.conv_grad_input(dy, w, x.shape, padding=pad, algorithm="winograd")
+    assert_close(dx, _ref("dgrad", dy, w, padding=pad, x_shape=x.shape), dtype, f"dgrad {g}")
+
+
+@pytest.mark.parametrize("op", ["fwd", "dgrad"])
+def test_float32_error_at_the_largest_channel_counts_it_is_chosen_for(op):
+    """At the largest channels auto gives it (the filter-cache limit: 16*C*K*4
+    bytes <= 1 MiB, so 128 x 128), and with forced 512 x 512, the float32
+    error stays inside the tolerance table (1e-5, relative to the output's scale)."""
+    rng = np.random.default_rng(7)
+    for c in (128, 512):
+        x = rng.standard_normal((1, c, 12, 12)).astype(np.float32)
+        w = rng.standard_normal((c, c, 3, 3)).astype(np.float32)
+        if c == 128:
+            assert co.explain(x, w, padding=1).chosen.algorithm == "winograd"
+        if op == "fwd":
+            got, ref = co.conv(x, w, padding=1, algorithm="winograd"), _ref("fwd", x, w, padding=1)
+        else:
+            got = co.conv_grad_input(x, w, x.shape, padding=1, algorithm="winograd")
+            ref = _ref("dgrad", x, w, padding=1, x_shape=x.shape)
+        assert_close(got, ref, "float32", f"{op} {c} channels")
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("where", ["x", "w"])
+def test_nan_and_inf_propagate_as_in_direct_summation(bad, where):
+    """The transforms would spread one non-finite input over whole tiles
+    (inf - inf); such operands take the exact path: the same NaN/inf pattern
+    as the reference."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((1, 16, 8, 8)).astype(np.float32)
+    w = rng.standard_normal((16, 16, 3, 3)).astype(np.float32)
+    (x if where == "x" else w)[0, 3, 1, 2] = bad
+    y = co.conv(x, w, padding=1, algorithm="winograd")
+    ref = _ref("fwd", x, w, padding=1)
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(ref))
+    assert_close(y, ref, "float32", "non-finite fwd")
+    dx = co.conv_grad_input(x, w, x.shape, padding=1, algorithm="winograd")
+    np.testing.assert_array_equal(np.isnan(dx), np.isnan(_ref("dgrad", x, w, padding=1, x_shape=x.shape)))
+
+
+def test_huge_finite_values_that_overflow_the_check_still_agree():
+    x = np.full((1, 16, 6, 6), 3e37, np.float32)  # their sum overflows: the exact path runs
+    w = np.full((16, 16, 3, 3), 1e-3, np.float32)
+    assert_close(co.conv(x, w, padding=1, algorithm="winograd"), _ref("fwd", x, w, padding=1), "float32")
+
+
+def test_bitwise_deterministic_across_threads_and_chunkings_of_the_pool(monkeypatch):
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((3, 24, 21, 19)).astype(np.float32)
+    w = rng.standard_normal((20, 24, 3, 3)).astype(np.float32)
+    threads = numba.get_num_threads()
+    try:
+        first = co.conv(x, w, padding=1, algorithm="winograd")
+        numba.set_num_threads(1)
+        single = co.conv(x, w, padding=1, algorithm="winograd")
+    finally:
+        numba.set_num_threads(threads)
+    np.testing.assert_array_equal(first, single)
+    np.testing.assert_array_equal(first, co.conv(x, w, padding=1, algorithm="winograd"))
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 16 * 1024, 200 * 1024])
+def test_small_chunks_block_output_channels(chunk_bytes, monkeypatch):
+    """The smallest chunks (16 tiles, output channels blocked down to one),
+    blocked channels, and in between: results within the tolerance."""
+    monkeypatch.setattr(config, "cpu_winograd_chunk_bytes", chunk_bytes)
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((2, 40, 11, 13)).astype(np.float32)
+    w = rng.standard_normal((70, 40, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(70).astype(np.float32)
+    assert_close(co.conv(x, w, b, padding=1, algorithm="winograd"),
+                 _ref("fwd", x, w, padding=1) + b.reshape(-1, 1, 1), "float32")
+    dy = rng.standard_normal((2, 70, 11, 13)).astype(np.float32)
+    assert_close(co.conv_grad_input(dy, w, x.shape, padding=1, algorithm="winograd"),
+                 _ref("dgrad", dy, w, padding=1, x_shape=x.shape), "float32")
+
+
+def test_tiling_keeps_at_least_16_tiles_and_blocks_channels():
+    class Q:
+        dtype = "float32"
+    tb, kb, _ = winograd._tiling(Q, 64, 64)
+    assert tb * 16 * 128 * 4 <= config.cpu_winograd_chunk_bytes and kb == 64
+    tb, kb, _ = winograd._tiling(Q, 512, 2048)
+    assert tb == 16 and kb == 1
+    tb, kb, _ = winograd._tiling(Q, 64, 2048)
+    assert tb == 16 and 1 < kb < 2048
+
+
+def test_reasons_and_heuristic_declines():
+    x = np.zeros((1, 64, 8, 8), np.float32)
+    w3 = np.zeros((64, 64, 3, 3), np.float32)
+    assert co.explain(x, w3, padding=1).chosen.algorithm == "winograd"
+    text = str(co.explain(x, w3, padding=1, stride=2))
+    assert "stride (2, 2) is not 1" in text
+    assert "dilation (2, 2) is not 1" in str(co.explain(x, w3, padding=2, dilation=2))
+    assert "is not 3x3" in str(co.explain(x, np.zeros((64, 64, 5, 5), np.float32)))
+    assert "groups=2" in str(co.explain(x, np.zeros((64, 32, 3, 3), np.float32), groups=2))
+    small = str(co.explain(np.zeros((1, 8, 8, 8), np.float32), np.zeros((8, 8, 3, 3), np.float32)))
+    assert "heuristic: 8 channels" in small
+    big = co.explain(np.zeros((1, 256, 8, 8), np.float32), np.zeros((256, 256, 3, 3), np.float32))
+    assert big.chosen.algorithm == "im2col" and "cpu_winograd_max_filter_bytes" in str(big)
+    with pytest.raises(co.UnsupportedError, match="stride"):
+        co.conv(x, w3, stride=2, algorithm="winograd")
+
+
+@pytest.mark.parametrize("name", ["resnet50-3x3-c64"])
+def test_auto_gives_it_resnets_3x3_fwd_and_dgrad(name):
+    for op, expected in (("fwd", "winograd"), ("dgrad", "winograd"), ("wgrad", "im2col")):
+        p = problems.NETWORKS[name].with_op(op)
+        impls, _ = dispatch.candidates(p, "numpy")
+        assert dispatch.select(p, impls).chosen.algorithm == expected
