@@ -154,3 +154,49 @@ def test_auto_gives_it_resnets_3x3_fwd_and_dgrad(name):
         p = problems.NETWORKS[name].with_op(op)
         impls, _ = dispatch.candidates(p, "numpy")
         assert dispatch.select(p, impls).chosen.algorithm == expected
+
+
+@pytest.mark.parametrize("op", ["fwd", "dgrad"])
+def test_finite_values_that_overflow_inside_the_transforms(op):
+    """Found by review: values whose sum cancels pass the operand check, then
+    overflow in B^T d B (3e38 - (-3e38)) or G g G^T (0.5 * (a - b + c)); the
+    non-finite result sends the call to the exact path."""
+    x = np.zeros((1, 16, 4, 4), np.float32)
+    x[0, 0, 0, 0], x[0, 0, 0, 2] = 3e38, -3e38
+    w_small = np.full((16, 16, 3, 3), 1e-3, np.float32)
+    w_big = np.zeros((16, 16, 3, 3), np.float32)
+    w_big[0, 0, 0] = [3e38, -3e38, 3e38]
+    for a, w in ((x, w_small), (np.full((1, 16, 4, 4), 1e-3, np.float32), w_big)):
+        if op == "fwd":
+            got, ref = co.conv(a, w, padding=1, algorithm="winograd"), _ref("fwd", a, w, padding=1)
+        else:
+            got = co.conv_grad_input(a, w, a.shape, padding=1, algorithm="winograd")
+            ref = _ref("dgrad", a, w, padding=1, x_shape=a.shape)
+        assert np.isfinite(got).all()
+        assert_close(got, ref, "float32", f"{op} near the float32 limit")
+
+
+def test_depth_padding_of_a_one_plane_3d_problem_is_declined():
+    """Found by review: the one output plane of a strided 3-D problem with
+    depth padding reads zeros, not the input plane."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, 16, 1, 6, 6)).astype(np.float32)
+    w = rng.standard_normal((16, 16, 1, 3, 3)).astype(np.float32)
+    kw = dict(padding=((1, 0), (1, 1), (1, 1)), stride=(2, 1, 1))
+    plan = co.explain(x, w, **kw)
+    assert plan.chosen.algorithm != "winograd" and "depth padding" in str(plan)
+    np.testing.assert_array_equal(co.conv(x, w, **kw), 0)
+    ok = dict(padding=((0, 0), (1, 1), (1, 1)))
+    assert co.explain(x, w, **ok).chosen.algorithm == "winograd"
+    assert_close(co.conv(x, w, **ok), _ref("fwd", x, w, **ok), "float32")
+
+
+@pytest.mark.parametrize("threads", [2, 96, 128])
+def test_the_workspace_it_reports_fits_the_cap_it_was_sized_for(threads, monkeypatch):
+    """Found by review: the plane gaps were added after sizing the chunk to
+    the cap's share, so 128 threads at the default cap were declined."""
+    monkeypatch.setattr(winograd, "_threads", lambda: threads)
+    p = problems.NETWORKS["resnet50-3x3-c64"]
+    impl = next(i for i in co.implementations(op="fwd", backend="numba") if i.algorithm == "winograd")
+    assert impl.workspace_bytes(p) <= config.cpu_workspace_bytes
+    assert not impl.reasons(p)

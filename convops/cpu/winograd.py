@@ -19,12 +19,14 @@ The transforms have only 0, +-1 and +-1/2 (G) as coefficients, so the error
 stays within a small factor of direct summation's (tests/test_winograd.py
 measures it against the reference at 512 channels).  Unlike direct
 summation, a NaN or infinity in one input element would reach whole 2x2
-output tiles around it (inf - inf in the transforms), so operands that are
-not all finite run through im2col's kernels instead (same call, exact
-IEEE propagation).
+output tiles around it (inf - inf in the transforms), and finite values near
+the dtype's limit can overflow in the transforms where direct summation does
+not; so operands that are not all finite, and calls whose result is not all
+finite, run through im2col's kernels instead (same call, exact IEEE
+propagation).
 
 Limits (``supports``): kernel 3x3 (2-D, or 3-D with one depth tap over one
-depth plane), stride 1, dilation 1, groups 1, fwd and dgrad.  Strided,
+depth plane and no depth padding), stride 1, dilation 1, groups 1, fwd and dgrad.  Strided,
 dilated and transposed layers reach it through the phase algorithms
 (space_to_batch, subpixel), whose stride-1 sub-problems it runs.
 """
@@ -48,8 +50,9 @@ _G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.
 def filter_transform(w3: np.ndarray) -> np.ndarray:
     """(K, C, 3, 3) filters -> (16, K, C) transform-domain filters G g G^T,
     computed in float64 and rounded once to the compute dtype."""
-    u = np.einsum("ar,kcrs,bs->abkc", _G, w3.astype(np.float64), _G, optimize=True)
-    return np.ascontiguousarray(u.reshape(16, w3.shape[0], w3.shape[1]), dtype=w3.dtype)
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow: the caller sees a non-finite result
+        u = np.einsum("ar,kcrs,bs->abkc", _G, w3.astype(np.float64), _G, optimize=True)
+        return np.ascontiguousarray(u.reshape(16, w3.shape[0], w3.shape[1]), dtype=w3.dtype)
 
 
 @njit(inline="always")
@@ -263,7 +266,8 @@ def _tiling(q, c_in, c_out):
     with 16 to 512 tiles (narrower GEMMs run poorly); many channels block the
     output channels first."""
     itemsize = np.dtype(q.dtype).itemsize
-    budget = max(1, min(config.cpu_winograd_chunk_bytes, config.cpu_workspace_bytes // _threads()) // itemsize)
+    budget = min(config.cpu_winograd_chunk_bytes, config.cpu_workspace_bytes // _threads()) // itemsize
+    budget = max(1, budget - 2 * 16 * PLANE_GAP)  # the planes' gaps come out of the budget first
     kb = c_out
     tb = budget // (16 * (c_in + kb))
     if tb < 16:
@@ -298,29 +302,36 @@ def _planes(a, size):
 
 
 def _finite(*arrays) -> bool:
-    """No NaN or infinity in the operands (a finite sum says so; one that
+    """No NaN or infinity in the arrays (a finite sum says so; a sum that
     overflows only sends the call to the exact path)."""
     return all(np.isfinite(np.sum(a)) for a in arrays)
 
 
 def fwd(q, x, w, bias):
-    if not _finite(x, w):  # the transforms would spread a NaN/inf over whole tiles
-        return im2col.fwd(q, x, w, bias)
-    u = filter_transform(w.reshape(q.c_out, q.c_in, 3, 3))
-    y = _run(q, _planes(x, q.in_size), u, bias, q.pad_lo[1:], q.out_size[1:])
-    return y.reshape(q.y_shape)
+    # The transforms would spread a NaN/inf over whole tiles, and can overflow
+    # (to inf, then NaN) on finite values near the dtype's limit that direct
+    # summation handles: non-finite operands go to the exact path, and so does
+    # a call whose result is not finite (an inf or NaN never turns finite again).
+    if _finite(x, w, bias):
+        u = filter_transform(w.reshape(q.c_out, q.c_in, 3, 3))
+        y = _run(q, _planes(x, q.in_size), u, bias, q.pad_lo[1:], q.out_size[1:])
+        if _finite(y):
+            return y.reshape(q.y_shape)
+    return im2col.fwd(q, x, w, bias)
 
 
 def dgrad(q, dy, w, bias):
     """dx = the correlation of dy with w flipped in both taps and transposed
-    (C <-> K), with padding 2 - pad before each dim (negative: cropped)."""
-    if not _finite(dy, w):
-        return im2col.dgrad(q, dy, w, bias)
-    wt = np.ascontiguousarray(w.reshape(q.c_out, q.c_in, 3, 3)[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
-    u = filter_transform(wt)
-    pad = (2 - q.pad_lo[1], 2 - q.pad_lo[2])
-    dx = _run(q, _planes(dy, q.out_size), u, bias, pad, q.in_size[1:])
-    return dx.reshape(q.x_shape)
+    (C <-> K), with padding 2 - pad before each dim (negative: cropped).
+    Non-finite operands or results: the exact path, as in fwd."""
+    if _finite(dy, w, bias):
+        wt = np.ascontiguousarray(w.reshape(q.c_out, q.c_in, 3, 3)[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
+        u = filter_transform(wt)
+        pad = (2 - q.pad_lo[1], 2 - q.pad_lo[2])
+        dx = _run(q, _planes(dy, q.out_size), u, bias, pad, q.in_size[1:])
+        if _finite(dx):
+            return dx.reshape(q.x_shape)
+    return im2col.dgrad(q, dy, w, bias)
 
 
 def _supports(problem):
@@ -330,6 +341,8 @@ def _supports(problem):
         reasons.append(f"kernel {problem.kernel} is not 3x3 (2-D, or 3-D with one depth tap)")
     if q.in_size[0] != 1 or q.out_size[0] != 1:
         reasons.append("3-D input with more than one depth plane")
+    elif q.pad_lo[0] != 0:  # the one output plane reads depth padding (zeros), not the input plane
+        reasons.append(f"depth padding {problem.padding[0]} on a one-plane 3-D problem")
     if q.stride != (1, 1, 1):
         reasons.append(f"stride {problem.stride} is not 1")
     if q.dilation != (1, 1, 1):

@@ -89,8 +89,9 @@ inline T sim_shfl(long site, int kind, unsigned mask, T v, int lane_arg, int wid
 }
 
 // ---- atomics (instrumented: the runtime sees them as atomic accesses) ---------------
-// Exactly the overloads CUDA declares (NVRTC 13 for sm_75 to sm_90; tests/test_sim.py
-// compares this table with NVRTC's), as plain functions: the value converts to the
+// CUDA's overloads for the built-in integer and floating types, no more (NVRTC 13,
+// sm_75 to sm_90; tests/test_sim.py compares this table with NVRTC's), as plain
+// functions (not here: the __half/__half2, float2/float4 and scoped _block/_system forms): the value converts to the
 // pointer's type (atomicAdd(unsigned*, 1) is fine), and a call CUDA has no overload
 // for (atomicMax on a float, atomicExch on a double) fails to compile here too.
 template <class T> inline T sim_fetch_max(T* p, T v) {
