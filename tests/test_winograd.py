@@ -19,6 +19,10 @@ def _ref(op, a, b, **kw):
     a64, b64 = a.astype(np.float64), b.astype(np.float64)
     if op == "fwd":
         return reference.forward(co.explain(a64, b64, **kw).problem, a64, b64)
+    if op == "wgrad":  # a=x, b=dy, kw w_shape
+        w_shape = kw.pop("w_shape")
+        p = co.explain(a64, np.zeros(w_shape), **kw).problem.grad_weight()
+        return reference.grad_weight(p, a64, b64)
     x_shape = kw.pop("x_shape")
     p = co.explain(np.zeros(x_shape), b64, **kw).problem.grad_input()
     return reference.grad_input(p, a64, b64)
@@ -44,9 +48,12 @@ def test_fwd_and_dgrad_against_the_reference(g, dtype):
     dy = rng.standard_normal(y.shape).astype(dtype)
     dx = co.conv_grad_input(dy, w, x.shape, padding=pad, algorithm="winograd")
     assert_close(dx, _ref("dgrad", dy, w, padding=pad, x_shape=x.shape), dtype, f"dgrad {g}")
+    dw = co.conv_grad_weight(x, dy, w.shape, padding=pad, algorithm="winograd")
+    assert dw.dtype == dtype
+    assert_close(dw, _ref("wgrad", x, dy, padding=pad, w_shape=w.shape), dtype, f"wgrad {g}")
 
 
-@pytest.mark.parametrize("op", ["fwd", "dgrad"])
+@pytest.mark.parametrize("op", ["fwd", "dgrad", "wgrad"])
 def test_float32_error_at_the_largest_channel_counts_it_is_chosen_for(op):
     """At the largest channels auto gives it (the filter-cache limit: 16*C*K*4
     bytes <= 1 MiB, so 128 x 128), and with forced 512 x 512, the float32
@@ -59,9 +66,14 @@ def test_float32_error_at_the_largest_channel_counts_it_is_chosen_for(op):
             assert co.explain(x, w, padding=1).chosen.algorithm == "winograd"
         if op == "fwd":
             got, ref = co.conv(x, w, padding=1, algorithm="winograd"), _ref("fwd", x, w, padding=1)
-        else:
+        elif op == "dgrad":
             got = co.conv_grad_input(x, w, x.shape, padding=1, algorithm="winograd")
             ref = _ref("dgrad", x, w, padding=1, x_shape=x.shape)
+        else:  # a long reduction: 4 images of 32x32 (1024 tiles)
+            xs = rng.standard_normal((4, c, 32, 32)).astype(np.float32)
+            dy = rng.standard_normal((4, c, 32, 32)).astype(np.float32)
+            got = co.conv_grad_weight(xs, dy, w.shape, padding=1, algorithm="winograd")
+            ref = _ref("wgrad", xs, dy, padding=1, w_shape=w.shape)
         assert_close(got, ref, "float32", f"{op} {c} channels")
 
 
@@ -81,6 +93,13 @@ def test_nan_and_inf_propagate_as_in_direct_summation(bad, where):
     assert_close(y, ref, "float32", "non-finite fwd")
     dx = co.conv_grad_input(x, w, x.shape, padding=1, algorithm="winograd")
     np.testing.assert_array_equal(np.isnan(dx), np.isnan(_ref("dgrad", x, w, padding=1, x_shape=x.shape)))
+    dy = rng.standard_normal((1, 16, 8, 8)).astype(np.float32)
+    if where == "w":  # wgrad's operands are x and dy: put the bad value in dy instead
+        dy[0, 3, 1, 2] = bad
+    dw = co.conv_grad_weight(x, dy, w.shape, padding=1, algorithm="winograd")
+    ref = _ref("wgrad", x, dy, padding=1, w_shape=w.shape)
+    np.testing.assert_array_equal(np.isnan(dw), np.isnan(ref))
+    np.testing.assert_array_equal(np.isinf(dw), np.isinf(ref))
 
 
 def test_huge_finite_values_that_overflow_the_check_still_agree():
@@ -94,14 +113,20 @@ def test_bitwise_deterministic_across_threads_and_chunkings_of_the_pool(monkeypa
     x = rng.standard_normal((3, 24, 21, 19)).astype(np.float32)
     w = rng.standard_normal((20, 24, 3, 3)).astype(np.float32)
     threads = numba.get_num_threads()
+    dy = rng.standard_normal((3, 20, 21, 19)).astype(np.float32)
+    calls = (lambda: co.conv(x, w, padding=1, algorithm="winograd"),
+             lambda: co.conv_grad_input(dy, w, x.shape, padding=1, algorithm="winograd"),
+             lambda: co.conv_grad_weight(x, dy, w.shape, padding=1, algorithm="winograd"))
+    monkeypatch.setattr(config, "cpu_winograd_chunk_bytes", 64 * 1024)  # many chunks, several wgrad slots
     try:
-        first = co.conv(x, w, padding=1, algorithm="winograd")
+        first = [f() for f in calls]
         numba.set_num_threads(1)
-        single = co.conv(x, w, padding=1, algorithm="winograd")
+        single = [f() for f in calls]
     finally:
         numba.set_num_threads(threads)
-    np.testing.assert_array_equal(first, single)
-    np.testing.assert_array_equal(first, co.conv(x, w, padding=1, algorithm="winograd"))
+    for a, b, f in zip(first, single, calls):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, f())
 
 
 @pytest.mark.parametrize("chunk_bytes", [1, 16 * 1024, 200 * 1024])
@@ -118,6 +143,8 @@ def test_small_chunks_block_output_channels(chunk_bytes, monkeypatch):
     dy = rng.standard_normal((2, 70, 11, 13)).astype(np.float32)
     assert_close(co.conv_grad_input(dy, w, x.shape, padding=1, algorithm="winograd"),
                  _ref("dgrad", dy, w, padding=1, x_shape=x.shape), "float32")
+    assert_close(co.conv_grad_weight(x, dy, w.shape, padding=1, algorithm="winograd"),
+                 _ref("wgrad", x, dy, padding=1, w_shape=w.shape), "float32")
 
 
 def test_tiling_keeps_at_least_16_tiles_and_blocks_channels():
@@ -149,14 +176,14 @@ def test_reasons_and_heuristic_declines():
 
 
 @pytest.mark.parametrize("name", ["resnet50-3x3-c64"])
-def test_auto_gives_it_resnets_3x3_fwd_and_dgrad(name):
-    for op, expected in (("fwd", "winograd"), ("dgrad", "winograd"), ("wgrad", "im2col")):
+def test_auto_gives_it_resnets_3x3_passes(name):
+    for op, expected in (("fwd", "winograd"), ("dgrad", "winograd"), ("wgrad", "winograd")):
         p = problems.NETWORKS[name].with_op(op)
         impls, _ = dispatch.candidates(p, "numpy")
         assert dispatch.select(p, impls).chosen.algorithm == expected
 
 
-@pytest.mark.parametrize("op", ["fwd", "dgrad"])
+@pytest.mark.parametrize("op", ["fwd", "dgrad", "wgrad"])
 def test_finite_values_that_overflow_inside_the_transforms(op):
     """Found by review: values whose sum cancels pass the operand check, then
     overflow in B^T d B (3e38 - (-3e38)) or G g G^T (0.5 * (a - b + c)); the
@@ -169,9 +196,13 @@ def test_finite_values_that_overflow_inside_the_transforms(op):
     for a, w in ((x, w_small), (np.full((1, 16, 4, 4), 1e-3, np.float32), w_big)):
         if op == "fwd":
             got, ref = co.conv(a, w, padding=1, algorithm="winograd"), _ref("fwd", a, w, padding=1)
-        else:
+        elif op == "dgrad":
             got = co.conv_grad_input(a, w, a.shape, padding=1, algorithm="winograd")
             ref = _ref("dgrad", a, w, padding=1, x_shape=a.shape)
+        else:  # x near the limit, dy = the output gradient of ones
+            dy = np.ones((1, 16, 4, 4), np.float32)
+            got = co.conv_grad_weight(a, dy, w.shape, padding=1, algorithm="winograd")
+            ref = _ref("wgrad", a, dy, padding=1, w_shape=w.shape)
         assert np.isfinite(got).all()
         assert_close(got, ref, "float32", f"{op} near the float32 limit")
 
@@ -196,7 +227,8 @@ def test_the_workspace_it_reports_fits_the_cap_it_was_sized_for(threads, monkeyp
     """Found by review: the plane gaps were added after sizing the chunk to
     the cap's share, so 128 threads at the default cap were declined."""
     monkeypatch.setattr(winograd, "_threads", lambda: threads)
-    p = problems.NETWORKS["resnet50-3x3-c64"]
-    impl = next(i for i in co.implementations(op="fwd", backend="numba") if i.algorithm == "winograd")
-    assert impl.workspace_bytes(p) <= config.cpu_workspace_bytes
-    assert not impl.reasons(p)
+    for op in ("fwd", "dgrad", "wgrad"):
+        p = problems.NETWORKS["resnet50-3x3-c64"].with_op(op)
+        impl = next(i for i in co.implementations(op=op, backend="numba") if i.algorithm == "winograd")
+        assert impl.workspace_bytes(p) <= config.cpu_workspace_bytes
+        assert not impl.reasons(p)

@@ -1,6 +1,7 @@
 """Winograd minimal filtering F(2x2, 3x3) (Lavin & Gray, 2015) for 2-D 3x3
-stride-1 undilated dense convolutions: forward, and dgrad as the forward
-convolution of dy with the flipped, channel-transposed filter.
+stride-1 undilated dense convolutions: forward; dgrad as the forward
+convolution of dy with the flipped, channel-transposed filter; wgrad through
+the adjoint transforms (dW = G^T [sum over tiles (A g A^T) (B^T d B)^T] G).
 
 Each 4x4 input tile d (stride 2, overlapping by 2) gives a 2x2 output tile
 
@@ -26,7 +27,7 @@ finite, run through im2col's kernels instead (same call, exact IEEE
 propagation).
 
 Limits (``supports``): kernel 3x3 (2-D, or 3-D with one depth tap over one
-depth plane and no depth padding), stride 1, dilation 1, groups 1, fwd and dgrad.  Strided,
+depth plane and no depth padding), stride 1, dilation 1, groups 1.  Strided,
 dilated and transposed layers reach it through the phase algorithms
 (space_to_batch, subpixel), whose stride-1 sub-problems it runs.
 """
@@ -260,6 +261,75 @@ def _winograd(fn, tl, x, u, bias, y, pad_h, pad_w, tb, kb, ws):
             _output_tiles(mf, ms, k0, kn, t0, width, th, tw, bias, y)
 
 
+@njit(cache=True, fastmath=FASTMATH)
+def _grad_tiles(dy, t0, tb, th, tw, zf, zs):
+    """zf[xi*zs + k*tb + t] = (A g A^T)[xi] for the 2x2 tiles g of dy
+    (N, K, P, Q) at (2*ty, 2*tx) of tiles t0..t0+tb, zeros past dy's edge:
+    the adjoint of the output transform.  A = [[1,0], [1,1], [1,-1], [0,-1]]."""
+    K, P, Q = dy.shape[1], dy.shape[2], dy.shape[3]
+    gf = dy.reshape(-1)
+    zero = dy.dtype.type(0)
+    t = t0
+    while t < t0 + tb:
+        n, ty, tx0, count = _segment(t, t0 + tb, th, tw)
+        base = t - t0
+        p = 2 * ty
+        for k in range(K):
+            row = ((n * K + k) * P + p) * Q
+            o = k * tb + base
+            for q in range(count):
+                c = 2 * (tx0 + q)
+                a0 = gf[row + c]
+                b0 = gf[row + c + 1] if c + 1 < Q else zero
+                a1 = gf[row + Q + c] if p + 1 < P else zero
+                b1 = gf[row + Q + c + 1] if p + 1 < P and c + 1 < Q else zero
+                # rows of A g: g0, g0 + g1, g0 - g1, -g1; then each row (a, b) -> (a, a + b, a - b, -b)
+                for i in range(4):
+                    if i == 0:
+                        a, b = a0, b0
+                    elif i == 1:
+                        a, b = a0 + a1, b0 + b1
+                    elif i == 2:
+                        a, b = a0 - a1, b0 - b1
+                    else:
+                        a, b = -a1, -b1
+                    e = o + q + 4 * i * zs
+                    zf[e] = a
+                    zf[e + zs] = a + b
+                    zf[e + 2 * zs] = a - b
+                    zf[e + 3 * zs] = -b
+        t += count
+
+
+@njit(parallel=True, cache=True)
+def _winograd_wgrad(fn, tl, x, dy, pad_h, pad_w, tb, partial, ws):
+    """partial[slot, xi] (K, C) = sum over the chunks j = slot (mod slots) of
+    Z_j[xi] @ V_j[xi]^T: the gradient of the transform-domain filters, Z the
+    transformed 2x2 tiles of dy (N, K, P, Q), V the transformed 4x4 tiles of
+    x (N, C, H, W) with padding (pad_h, pad_w).  Iteration = one slot, its
+    chunks in order: the sums do not depend on the thread count."""
+    N, C = x.shape[0], x.shape[1]
+    K, P, Q = dy.shape[1], dy.shape[2], dy.shape[3]
+    th, tw = (P + 1) // 2, (Q + 1) // 2
+    tiles = N * th * tw
+    chunks = (tiles + tb - 1) // tb
+    slots = partial.shape[0]
+    for slot in prange(slots):
+        tid = get_thread_id()
+        for job in range(slot, chunks, slots):
+            t0 = job * tb
+            width = min(tb, tiles - t0)
+            vs = C * width + PLANE_GAP
+            zs = K * width + PLANE_GAP
+            vf = ws[tid, :16 * vs]
+            zf = ws[tid, 16 * vs:16 * (vs + zs)]
+            _input_tiles(x, t0, width, th, tw, pad_h, pad_w, vf, vs)
+            _grad_tiles(dy, t0, width, th, tw, zf, zs)
+            for xi in range(16):
+                gemm(fn, tl, False, True, K, C, width, 1.0, zf[xi * zs:], width, vf[xi * vs:], width, 1.0,
+                     partial[slot, xi], C)
+
+
 def _tiling(q, c_in, c_out):
     """(tiles per chunk, output channels per block, workspace elements per
     thread): a chunk's transforms fill about config.cpu_winograd_chunk_bytes,
@@ -369,11 +439,48 @@ def _declines(problem):
     return reasons
 
 
+def _wgrad_plan(q):
+    """(tiles per chunk, workspace elements per thread, partial-sum slots) of
+    wgrad: whole K per chunk; slots fixed by the problem (chunk count) and
+    the cap, at most config.cpu_wgrad_max_slots (slot 0 is the result's own
+    accumulator, the others count as workspace)."""
+    tb, _, _ = _tiling(q, q.c_in + q.c_out, 0)
+    per_thread = 16 * ((q.c_in + q.c_out) * tb + 2 * PLANE_GAP)
+    th, tw = (q.out_size[1] + 1) // 2, (q.out_size[2] + 1) // 2
+    slot = 16 * q.c_in * q.c_out
+    spare = config.cpu_workspace_bytes // np.dtype(q.dtype).itemsize - _threads() * per_thread
+    slots = max(1, min(config.cpu_wgrad_max_slots, -(-(q.n * th * tw) // tb), 1 + spare // slot))
+    return tb, per_thread, slots
+
+
 def workspace_bytes(problem) -> int:
     q = kernel_problem(problem)
-    return _tiling(q, *_channels(q))[2] * _threads() * np.dtype(q.dtype).itemsize
+    itemsize = np.dtype(q.dtype).itemsize
+    if q.op == "wgrad":
+        tb, per_thread, slots = _wgrad_plan(q)
+        return (per_thread * _threads() + (slots - 1) * 16 * q.c_in * q.c_out) * itemsize
+    return _tiling(q, *_channels(q))[2] * _threads() * itemsize
 
 
-register_algorithm("winograd", Kernels(fwd, dgrad, None), supports=_supports, declines=_declines,
-                   workspace_bytes=workspace_bytes, ops=("fwd", "dgrad"),
+def wgrad(q, x, dy):
+    """dw = G^T dU G, dU[xi] = sum over tiles of (A g A^T)[xi] (B^T d B)[xi]^T
+    (the adjoint of fwd's transforms); non-finite operands or results: the
+    exact path."""
+    if _finite(x, dy):
+        tb, per_thread, slots = _wgrad_plan(q)
+        partial = np.zeros((slots, 16, q.c_out, q.c_in), x.dtype)
+        ws = np.empty((_threads(), per_thread), x.dtype)
+        with single_threaded_blas:
+            _winograd_wgrad(gemm_for(x.dtype), THREADS_LOCAL, _planes(x, q.in_size), _planes(dy, q.out_size),
+                            q.pad_lo[1], q.pad_lo[2], tb, partial, ws)
+        du = np.add.reduce(partial.astype(np.float64), axis=0).reshape(4, 4, q.c_out, q.c_in)
+        with np.errstate(over="ignore", invalid="ignore"):
+            dw = np.einsum("ar,abkc,bs->kcrs", _G, du, _G, optimize=True).astype(x.dtype)
+        if _finite(dw):
+            return dw.reshape(q.w_shape)
+    return im2col.wgrad(q, x, dy)
+
+
+register_algorithm("winograd", Kernels(fwd, dgrad, wgrad), supports=_supports, declines=_declines,
+                   workspace_bytes=workspace_bytes,
                    description="Winograd F(2x2,3x3): transforms in Numba, 16 transform-domain GEMMs per tile chunk")
