@@ -52,10 +52,14 @@ def _mode_ok(mode, i, lo, hi) -> bool:
 
 
 @st.composite
-def conv_cases(draw, max_spatial=9, extreme=None):
-    """``extreme``: True/False forces the geometry kind; None draws it."""
-    nd = draw(st.integers(1, 3))
-    groups = draw(st.integers(1, 3))
+def conv_cases(draw, max_spatial=9, extreme=None, dense3x3=False):
+    """``extreme``: True/False forces the geometry kind; None draws it.
+    ``dense3x3``: the layer networks are made of (2-D, 3x3, stride 1, no
+    dilation, one group), everything else drawn as usual; a random geometry
+    is that layer once in thousands of draws, and some algorithms
+    (winograd) run nothing else.  False leaves the draws as they were."""
+    nd = 2 if dense3x3 else draw(st.integers(1, 3))
+    groups = 1 if dense3x3 else draw(st.integers(1, 3))
     cg = draw(st.sampled_from([1, 1, 2, 3]))
     kg = draw(st.integers(1, 3))
     n = draw(st.sampled_from([0, 1, 1, 2, 2]))
@@ -66,7 +70,9 @@ def conv_cases(draw, max_spatial=9, extreme=None):
     pad_int = draw(st.integers(0, 9 if wild else 2))
     kernel, stride, dilation, sizes, pads = [], [], [], [], []
     for _ in range(nd):
-        if wild:
+        if dense3x3:
+            k, s, d = 3, 1, 1
+        elif wild:
             k = draw(st.integers(1, 7))
             s = draw(st.sampled_from([1, 2, 3, 5, 7, 11]))
             d = draw(st.integers(1, 5))

@@ -7,7 +7,8 @@ with NaN/Inf operands.
   modified.  With NaN/Inf operands the identities are meaningless; every
   result must then have exactly the reference's NaN/Inf pattern instead.
 - ``test_fuzz_every_implementation``: each drawn problem, all three passes,
-  every registered implementation that can run it, against the reference.
+  every registered implementation that can run it, against the reference
+  (``..._dense_3x3``: the same over 2-D 3x3 stride-1 layers only).
 
 The module-scoped ``coverage`` fixture counts what the fuzz reached and, when
 the module's fuzz tests are done, fails unless every extreme class of
@@ -157,6 +158,14 @@ def check_every_implementation(case, coverage):
 @settings(max_examples=300)
 @given(conv_cases())
 def test_fuzz_every_implementation(coverage, case):
+    check_every_implementation(case, coverage)
+
+
+@settings(max_examples=60)
+@given(conv_cases(dense3x3=True))
+def test_fuzz_every_implementation_dense_3x3(coverage, case):
+    """The common layer, extreme sizes and paddings included: the only
+    geometry winograd runs, which the random draws almost never produce."""
     check_every_implementation(case, coverage)
 
 
