@@ -123,6 +123,10 @@ cpu_winograd_min_channels = 16
 # bytes: every chunk of tiles reads all of them, so they must stay in cache
 # (ResNet's 256-channel 3x3 layer, 4 MiB of them, ran 2.4x slower than im2col).
 cpu_winograd_max_filter_bytes = 1 * 2**20
+# Winograd wgrad is correct (tested) but was slower than im2col in the
+# interleaved benchmark (ResNet's c64 layer, 2026-11-23: 0.55-0.60x oneDNN
+# against im2col's 0.65), so auto leaves it to algorithm="winograd" unless on.
+cpu_winograd_wgrad = os.environ.get("CONVOPS_CPU_WINOGRAD_WGRAD", "").strip().lower() in _TRUE
 # Bytes per thread of one Winograd chunk (its 16 transformed input and output
 # planes): small enough to stay in L2 between the transforms and the GEMMs
 # (on 2026-11-23's Zen 4, 512 KiB: 11.2 ms for ResNet's c64 3x3 layer; 4 MiB: 28.8).

@@ -175,12 +175,17 @@ def test_reasons_and_heuristic_declines():
         co.conv(x, w3, stride=2, algorithm="winograd")
 
 
-@pytest.mark.parametrize("name", ["resnet50-3x3-c64"])
-def test_auto_gives_it_resnets_3x3_passes(name):
-    for op, expected in (("fwd", "winograd"), ("dgrad", "winograd"), ("wgrad", "winograd")):
-        p = problems.NETWORKS[name].with_op(op)
+def test_auto_gives_it_resnets_3x3_fwd_and_dgrad_and_wgrad_only_when_asked(monkeypatch):
+    base = problems.NETWORKS["resnet50-3x3-c64"]
+    for op, expected in (("fwd", "winograd"), ("dgrad", "winograd"), ("wgrad", "im2col")):
+        p = base.with_op(op)
         impls, _ = dispatch.candidates(p, "numpy")
-        assert dispatch.select(p, impls).chosen.algorithm == expected
+        plan = dispatch.select(p, impls)
+        assert plan.chosen.algorithm == expected
+    assert "config.cpu_winograd_wgrad is off" in str(plan)
+    monkeypatch.setattr(config, "cpu_winograd_wgrad", True)
+    impls, _ = dispatch.candidates(base.with_op("wgrad"), "numpy")
+    assert dispatch.select(base.with_op("wgrad"), impls).chosen.algorithm == "winograd"
 
 
 @pytest.mark.parametrize("op", ["fwd", "dgrad", "wgrad"])

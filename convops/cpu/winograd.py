@@ -261,11 +261,46 @@ def _winograd(fn, tl, x, u, bias, y, pad_h, pad_w, tb, kb, ws):
             _output_tiles(mf, ms, k0, kn, t0, width, th, tw, bias, y)
 
 
+@njit(inline="always", fastmath=FASTMATH)
+def _grad_full_tiles(gf, r0, r1, zf, zo, zs, count):
+    """A g A^T of ``count`` adjacent full 2x2 tiles with rows at gf[r0...],
+    gf[r1...]: element xi of tile q to zf[zo + xi*zs + q].  No tests: it vectorizes."""
+    for q in range(count):
+        j = 2 * q
+        a0 = gf[r0 + j]
+        b0 = gf[r0 + j + 1]
+        a1 = gf[r1 + j]
+        b1 = gf[r1 + j + 1]
+        e = zo + q
+        zf[e] = a0
+        zf[e + zs] = a0 + b0
+        zf[e + 2 * zs] = a0 - b0
+        zf[e + 3 * zs] = -b0
+        c = a0 + a1
+        d = b0 + b1
+        zf[e + 4 * zs] = c
+        zf[e + 5 * zs] = c + d
+        zf[e + 6 * zs] = c - d
+        zf[e + 7 * zs] = -d
+        c = a0 - a1
+        d = b0 - b1
+        zf[e + 8 * zs] = c
+        zf[e + 9 * zs] = c + d
+        zf[e + 10 * zs] = c - d
+        zf[e + 11 * zs] = -d
+        zf[e + 12 * zs] = -a1
+        zf[e + 13 * zs] = -a1 - b1
+        zf[e + 14 * zs] = b1 - a1
+        zf[e + 15 * zs] = b1
+
+
 @njit(cache=True, fastmath=FASTMATH)
 def _grad_tiles(dy, t0, tb, th, tw, zf, zs):
     """zf[xi*zs + k*tb + t] = (A g A^T)[xi] for the 2x2 tiles g of dy
     (N, K, P, Q) at (2*ty, 2*tx) of tiles t0..t0+tb, zeros past dy's edge:
-    the adjoint of the output transform.  A = [[1,0], [1,1], [1,-1], [0,-1]]."""
+    the adjoint of the output transform.  A = [[1,0], [1,1], [1,-1], [0,-1]].
+    Full tiles through _grad_full_tiles; a tile cut by an odd P or Q through
+    a checked path."""
     K, P, Q = dy.shape[1], dy.shape[2], dy.shape[3]
     gf = dy.reshape(-1)
     zero = dy.dtype.type(0)
@@ -274,10 +309,15 @@ def _grad_tiles(dy, t0, tb, th, tw, zf, zs):
         n, ty, tx0, count = _segment(t, t0 + tb, th, tw)
         base = t - t0
         p = 2 * ty
+        full = count if 2 * (tx0 + count) <= Q else count - 1
+        if p + 1 >= P:
+            full = 0
         for k in range(K):
             row = ((n * K + k) * P + p) * Q
             o = k * tb + base
-            for q in range(count):
+            if full > 0:
+                _grad_full_tiles(gf, row + 2 * tx0, row + Q + 2 * tx0, zf, o, zs, full)
+            for q in range(full, count):
                 c = 2 * (tx0 + q)
                 a0 = gf[row + c]
                 b0 = gf[row + c + 1] if c + 1 < Q else zero
@@ -428,6 +468,8 @@ def _declines(problem):
     """Where im2col (direct summation) is the better choice."""
     reasons = []
     q = kernel_problem(problem)
+    if q.op == "wgrad" and not config.cpu_winograd_wgrad:
+        reasons.append("wgrad: slower than im2col's as measured (config.cpu_winograd_wgrad is off)")
     small = min(q.c_in, q.c_out)
     if small < config.cpu_winograd_min_channels:
         reasons.append(f"{small} channels: the transforms outweigh the saved multiplications "
