@@ -489,10 +489,18 @@ def _wgrad_plan(q):
     tb, _, _ = _tiling(q, q.c_in + q.c_out, 0)
     per_thread = 16 * ((q.c_in + q.c_out) * tb + 2 * PLANE_GAP)
     th, tw = (q.out_size[1] + 1) // 2, (q.out_size[2] + 1) // 2
-    slot = 16 * q.c_in * q.c_out
-    spare = config.cpu_workspace_bytes // np.dtype(q.dtype).itemsize - _threads() * per_thread
+    slot = max(1, 16 * q.c_in * q.c_out)  # no channels: nothing to sum, one slot
+    itemsize = np.dtype(q.dtype).itemsize
+    spare = (config.cpu_workspace_bytes - _filter_bytes(q)) // itemsize - _threads() * per_thread
     slots = max(1, min(config.cpu_wgrad_max_slots, -(-(q.n * th * tw) // tb), 1 + spare // slot))
     return tb, per_thread, slots
+
+
+def _filter_bytes(q) -> int:
+    """The filter transform's arrays (G g G^T, or G^T dU G for wgrad): the
+    transformed filters in the compute dtype, and float64 copies of the
+    filters, the 16 positions, einsum's (4, 3) intermediate and the result."""
+    return q.c_in * q.c_out * (16 * np.dtype(q.dtype).itemsize + (9 + 16 + 12 + 9) * 8)
 
 
 def workspace_bytes(problem) -> int:
@@ -500,8 +508,8 @@ def workspace_bytes(problem) -> int:
     itemsize = np.dtype(q.dtype).itemsize
     if q.op == "wgrad":
         tb, per_thread, slots = _wgrad_plan(q)
-        return (per_thread * _threads() + (slots - 1) * 16 * q.c_in * q.c_out) * itemsize
-    return _tiling(q, *_channels(q))[2] * _threads() * itemsize
+        return (per_thread * _threads() + (slots - 1) * 16 * q.c_in * q.c_out) * itemsize + _filter_bytes(q)
+    return _tiling(q, *_channels(q))[2] * _threads() * itemsize + _filter_bytes(q)
 
 
 def wgrad(q, x, dy):
@@ -515,7 +523,10 @@ def wgrad(q, x, dy):
         with single_threaded_blas:
             _winograd_wgrad(gemm_for(x.dtype), THREADS_LOCAL, _planes(x, q.in_size), _planes(dy, q.out_size),
                             q.pad_lo[1], q.pad_lo[2], tb, partial, ws)
-        du = np.add.reduce(partial.astype(np.float64), axis=0).reshape(4, 4, q.c_out, q.c_in)
+        du = partial[0].astype(np.float64)  # the slots in order, without a float64 copy of them all
+        for slot in range(1, slots):
+            du += partial[slot]
+        du = du.reshape(4, 4, q.c_out, q.c_in)
         with np.errstate(over="ignore", invalid="ignore"):
             dw = np.einsum("ar,abkc,bs->kcrs", _G, du, _G, optimize=True).astype(x.dtype)
         if _finite(dw):
