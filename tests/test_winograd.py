@@ -148,13 +148,15 @@ def test_small_chunks_block_output_channels(chunk_bytes, monkeypatch):
 
 
 def test_tiling_keeps_at_least_16_tiles_and_blocks_channels():
-    class Q:
-        dtype = "float32"
-    tb, kb, _ = winograd._tiling(Q, 64, 64)
+    def tiling(c_in, c_out):
+        q = problems.NETWORKS["resnet50-3x3-c64"]
+        q = type(q)(**{**q.__dict__, "c_in": c_in, "c_out": c_out})
+        return winograd._tiling(winograd.kernel_problem(q), c_in, c_out)
+    tb, kb, _ = tiling(64, 64)
     assert tb * 16 * 128 * 4 <= config.cpu_winograd_chunk_bytes and kb == 64
-    tb, kb, _ = winograd._tiling(Q, 512, 2048)
+    tb, kb, _ = tiling(512, 2048)
     assert tb == 16 and kb == 1
-    tb, kb, _ = winograd._tiling(Q, 64, 2048)
+    tb, kb, _ = tiling(64, 2048)
     assert tb == 16 and 1 < kb < 2048
 
 

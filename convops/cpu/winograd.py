@@ -48,12 +48,43 @@ FASTMATH = set(config.cpu_fastmath)
 _G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
 
 
+# The filter transforms run in float64 over blocks of output channels whose
+# temporaries take at most about this many bytes.
+FILTER_BLOCK_BYTES = 4 * 2**20
+_FILTER_TEMP = (9 + 16 + 12 + 9) * 8  # float64 bytes per (k, c): filters, 16 positions, einsum's (4, 3), result
+
+
+def _filter_block(c_in: int) -> int:
+    """Output channels per block of a filter transform."""
+    return max(1, FILTER_BLOCK_BYTES // max(1, c_in * _FILTER_TEMP))
+
+
 def filter_transform(w3: np.ndarray) -> np.ndarray:
     """(K, C, 3, 3) filters -> (16, K, C) transform-domain filters G g G^T,
     computed in float64 and rounded once to the compute dtype."""
+    K, C = w3.shape[:2]
+    u = np.empty((16, K, C), w3.dtype)
+    step = _filter_block(C)
     with np.errstate(over="ignore", invalid="ignore"):  # overflow: the caller sees a non-finite result
-        u = np.einsum("ar,kcrs,bs->abkc", _G, w3.astype(np.float64), _G, optimize=True)
-        return np.ascontiguousarray(u.reshape(16, w3.shape[0], w3.shape[1]), dtype=w3.dtype)
+        for k0 in range(0, K, step):
+            blk = np.einsum("ar,kcrs,bs->abkc", _G, w3[k0:k0 + step].astype(np.float64), _G, optimize=True)
+            u[:, k0:k0 + step] = blk.reshape(16, -1, C)
+    return u
+
+
+def filter_gradient(partial: np.ndarray, dtype) -> np.ndarray:
+    """(slots, 16, K, C) gradients of the transformed filters -> (K, C, 3, 3)
+    dW = G^T (sum of the slots, in order, in float64) G, rounded once."""
+    slots, _, K, C = partial.shape
+    dw = np.empty((K, C, 3, 3), dtype)
+    step = _filter_block(C)
+    with np.errstate(over="ignore", invalid="ignore"):
+        for k0 in range(0, K, step):
+            du = partial[0, :, k0:k0 + step].astype(np.float64)
+            for slot in range(1, slots):
+                du += partial[slot, :, k0:k0 + step]
+            dw[k0:k0 + step] = np.einsum("ar,abkc,bs->kcrs", _G, du.reshape(4, 4, -1, C), _G, optimize=True)
+    return dw
 
 
 @njit(inline="always")
@@ -376,7 +407,8 @@ def _tiling(q, c_in, c_out):
     with 16 to 512 tiles (narrower GEMMs run poorly); many channels block the
     output channels first."""
     itemsize = np.dtype(q.dtype).itemsize
-    budget = min(config.cpu_winograd_chunk_bytes, config.cpu_workspace_bytes // _threads()) // itemsize
+    share = max(0, config.cpu_workspace_bytes - _filter_bytes(q)) // _threads()  # the cap, less the filters'
+    budget = min(config.cpu_winograd_chunk_bytes, share) // itemsize
     budget = max(1, budget - 2 * 16 * PLANE_GAP)  # the planes' gaps come out of the budget first
     kb = c_out
     tb = budget // (16 * (c_in + kb))
@@ -498,9 +530,10 @@ def _wgrad_plan(q):
 
 def _filter_bytes(q) -> int:
     """The filter transform's arrays (G g G^T, or G^T dU G for wgrad): the
-    transformed filters in the compute dtype, and float64 copies of the
-    filters, the 16 positions, einsum's (4, 3) intermediate and the result."""
-    return q.c_in * q.c_out * (16 * np.dtype(q.dtype).itemsize + (9 + 16 + 12 + 9) * 8)
+    transformed filters in the compute dtype (wgrad: its result), and one
+    block's float64 temporaries."""
+    c_in, c_out = (q.c_in, q.c_out) if q.op != "dgrad" else (q.c_out, q.c_in)
+    return c_in * c_out * 16 * np.dtype(q.dtype).itemsize + min(c_out, _filter_block(c_in)) * c_in * _FILTER_TEMP
 
 
 def workspace_bytes(problem) -> int:
@@ -523,12 +556,7 @@ def wgrad(q, x, dy):
         with single_threaded_blas:
             _winograd_wgrad(gemm_for(x.dtype), THREADS_LOCAL, _planes(x, q.in_size), _planes(dy, q.out_size),
                             q.pad_lo[1], q.pad_lo[2], tb, partial, ws)
-        du = partial[0].astype(np.float64)  # the slots in order, without a float64 copy of them all
-        for slot in range(1, slots):
-            du += partial[slot]
-        du = du.reshape(4, 4, q.c_out, q.c_in)
-        with np.errstate(over="ignore", invalid="ignore"):
-            dw = np.einsum("ar,abkc,bs->kcrs", _G, du, _G, optimize=True).astype(x.dtype)
+        dw = filter_gradient(partial, x.dtype)
         if _finite(dw):
             return dw.reshape(q.w_shape)
     return im2col.wgrad(q, x, dy)
