@@ -115,8 +115,9 @@ PLANE_GAP = 16
 
 @njit(inline="always", fastmath=FASTMATH)
 def _in_tiles(xf, o0, o1, o2, o3, vf, vo, vs, count):
-    """B^T d B of ``count`` horizontally adjacent interior tiles whose rows
-    start at xf[o0..o3] (2 apart): element xi of tile q to vf[vo + xi*vs + q].
+    """B^T d B of ``count`` horizontally adjacent interior tiles (2 columns
+    apart) whose 4 rows start at xf[o0], xf[o1], xf[o2], xf[o3]: element xi of
+    tile q to vf[vo + xi*vs + q].
     No tests in the loop: it vectorizes."""
     for q in range(count):
         j = 2 * q
@@ -407,7 +408,8 @@ def _tiling(q, c_in, c_out):
     with 16 to 512 tiles (narrower GEMMs run poorly); many channels block the
     output channels first."""
     itemsize = np.dtype(q.dtype).itemsize
-    share = max(0, config.cpu_workspace_bytes - _filter_bytes(q)) // _threads()  # the cap, less the filters'
+    # each thread's share of the cap, less the filter transform's arrays
+    share = max(0, config.cpu_workspace_bytes - _filter_bytes(q)) // _threads()
     budget = min(config.cpu_winograd_chunk_bytes, share) // itemsize
     budget = max(1, budget - 2 * 16 * PLANE_GAP)  # the planes' gaps come out of the budget first
     kb = c_out
