@@ -3,7 +3,7 @@ im2col family) for every pass, registered per algorithm:
 
 - ``direct``          generic direct convolution (any stride/dilation/padding/groups)
 - ``im2col``          im2col/col2im in Numba + BLAS GEMM, chunked workspace
-- ``winograd``        F(2x2,3x3) for 3x3 stride-1 dense fwd/dgrad, transform-domain GEMMs on BLAS
+- ``winograd``        F(2x2,3x3) for 3x3 stride-1 dense layers (wgrad opt-in), transform-domain GEMMs on BLAS
 - ``depthwise``       groups == C, any channel multiplier, streaming
 - ``polyphase``       strided fwd/wgrad as stride-1 phase sub-problems
 - ``subpixel``        strided dgrad (transposed conv) without inserted zeros
