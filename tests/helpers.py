@@ -45,3 +45,14 @@ def inner(a, b) -> float:
 
 # What the fuzz reached, printed at the end of the run (conftest.py).
 FUZZ_COUNTS: "collections.Counter" = collections.Counter()
+
+
+def nvrtc_gate():
+    """ci/nvrtc_gate.py as a module (the offline NVRTC compile gate)."""
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parent.parent / "ci" / "nvrtc_gate.py"
+    spec = importlib.util.spec_from_file_location("nvrtc_gate", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

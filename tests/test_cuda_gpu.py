@@ -157,15 +157,21 @@ def test_activation_past_2_31_elements(algorithm):
     np.testing.assert_allclose(cp.asnumpy(y[0]).astype(np.float64), ref, rtol=2e-3, atol=2e-2)
 
 
+def _torch_cuda():
+    """torch, where it and CuPy both see a CUDA device."""
+    _cupy()
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("torch has no CUDA here")
+    return torch
+
+
 def test_torch_cuda_tensors_run_on_torchs_stream_and_come_back_as_tensors():
     """CUDA tensors go to the cuda backend through views and come back as
     CUDA tensors; the kernels run on torch's current stream, so work queued
     on a side stream before the call is seen (no race) without a sync; the
     convops.torch ops differentiate on the device."""
-    _cupy()
-    torch = pytest.importorskip("torch")
-    if not torch.cuda.is_available():
-        pytest.skip("torch has no CUDA here")
+    torch = _torch_cuda()
     import convops.torch as ct
     F = torch.nn.functional
     gen = torch.Generator(device="cuda").manual_seed(0)
@@ -194,10 +200,7 @@ def test_torch_compile_with_cuda_tensors():
     """convops.torch under torch.compile(fullgraph=True) on CUDA tensors: the
     fake implementations give CUDA outputs, and the compiled forward and
     backward match cuDNN's in float64."""
-    _cupy()
-    torch = pytest.importorskip("torch")
-    if not torch.cuda.is_available():
-        pytest.skip("torch has no CUDA here")
+    torch = _torch_cuda()
     import convops.torch as ct
     F = torch.nn.functional
     gen = torch.Generator(device="cuda").manual_seed(1)

@@ -2,21 +2,15 @@
 launchers can request compiles for sm_75/80/90 with no register spill, and
 its resources match the committed table (ci/nvrtc_resources.txt)."""
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 
 from convops.cuda.common import SOURCES, kernel_instantiations
 
+from helpers import nvrtc_gate
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _gate():
-    spec = importlib.util.spec_from_file_location("nvrtc_gate", ROOT / "ci" / "nvrtc_gate.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_every_source_is_declared_with_every_dtype():
@@ -34,7 +28,7 @@ def test_every_source_is_declared_with_every_dtype():
 
 def test_nvrtc_gate_matches_the_committed_table():
     pytest.importorskip("cuda.bindings.nvrtc", reason="the gate needs cuda-bindings (pip install 'convops[nvrtc]')")
-    gate = _gate()
+    gate = nvrtc_gate()
     rows = gate.run_gate()
     spills = [(r[0], r[1]) for r in rows if r[5] or r[6]]
     assert not spills, f"register spills: {spills}"
@@ -48,7 +42,7 @@ def test_gate_parses_ptxas_spills():
 ptxas info    : Function properties for _Z1fv
 ptxas         .     8 bytes stack frame, 4 bytes spill stores, 12 bytes spill loads
 ptxas info    : Used 40 registers, used 1 barriers, 2048 bytes smem"""
-    info = _gate().parse_ptxas(log, {"_Z1fv": "f<float>"})
+    info = nvrtc_gate().parse_ptxas(log, {"_Z1fv": "f<float>"})
     assert info == {"f<float>": dict(regs=40, smem=2048, stack=8, spill_st=4, spill_ld=12)}
 
 
@@ -63,5 +57,5 @@ def test_tensor_core_probes_compile_for_sm80_and_sm90():
     from test_tensor_core import NAMES, OPTIONS, PROBES
     names = NAMES + ("probe_f16", "probe_tf32", "round_tf32")
     for arch in ("sm_80", "sm_90"):
-        info = _gate().compile_text(PROBES, "tensor_core_probes.cu", names, OPTIONS, arch)
+        info = nvrtc_gate().compile_text(PROBES, "tensor_core_probes.cu", names, OPTIONS, arch)
         assert set(info) == set(names)

@@ -361,22 +361,19 @@ def _nvrtc(source, arch="sm_75"):
     """Compile ``source`` with the real NVRTC (offline, cuda-bindings), with
     cuda_fp16.h on the include path (the copy Numba ships, as CuPy adds the
     toolkit's); the simulator's test kernels must be CUDA, not just C++."""
-    import importlib.util
     import os
     from pathlib import Path
 
     import numba
+
+    from helpers import nvrtc_gate
     pytest.importorskip("cuda.bindings.nvrtc", reason="needs cuda-bindings (pip install 'convops[nvrtc]')")
     headers = Path(numba.__file__).parent / "cuda"
     if not (headers / "cuda_fp16.h").exists():
         home = os.environ.get("CUDA_HOME", "/usr/local/cuda")
         headers = Path(home) / "include"
     assert (headers / "cuda_fp16.h").exists(), "no cuda_fp16.h to compile against"
-    gate = Path(__file__).resolve().parent.parent / "ci" / "nvrtc_gate.py"
-    spec = importlib.util.spec_from_file_location("nvrtc_gate", gate)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.compile_text(source, "test_kernels.cu", [], [f"-I{headers}", "-std=c++17"], arch)
+    return nvrtc_gate().compile_text(source, "test_kernels.cu", [], [f"-I{headers}", "-std=c++17"], arch)
 
 
 def test_the_test_kernels_compile_under_nvrtc():

@@ -40,6 +40,7 @@ from numba import get_thread_id, njit, prange
 from .. import config
 from .blas import THREADS_LOCAL, gemm, gemm_for, single_threaded_blas
 from . import im2col
+from .im2col import _threads  # workspace rows: the whole Numba pool
 from .common import Kernels, kernel_problem, register_algorithm
 
 FASTMATH = set(config.cpu_fastmath)
@@ -419,11 +420,6 @@ def _tiling(q, c_in, c_out):
         tb = budget // (16 * (c_in + kb))
     tb = min(max(tb, 16), 512)  # the budget is a preference; supports() enforces the workspace cap
     return tb, kb, 16 * ((c_in + kb) * tb + 2 * PLANE_GAP)
-
-
-def _threads():
-    import numba
-    return max(1, numba.config.NUMBA_NUM_THREADS)
 
 
 def _channels(q):
