@@ -147,17 +147,38 @@ def test_small_chunks_block_output_channels(chunk_bytes, monkeypatch):
                  _ref("wgrad", x, dy, padding=1, w_shape=w.shape), "float32")
 
 
-def test_tiling_keeps_at_least_16_tiles_and_blocks_channels():
-    def tiling(c_in, c_out):
+def test_chunking_keeps_at_least_16_tiles_and_blocks_channels():
+    def chunking(c_in, c_out, out_hw=(56, 56)):
         q = problems.NETWORKS["resnet50-3x3-c64"]
         q = type(q)(**{**q.__dict__, "c_in": c_in, "c_out": c_out})
-        return winograd._tiling(winograd.kernel_problem(q), c_in, c_out)
-    tb, kb, _ = tiling(64, 64)
-    assert tb * 16 * 128 * 4 <= config.cpu_winograd_chunk_bytes and kb == 64
-    tb, kb, _ = tiling(512, 2048)
-    assert tb == 16 and kb == 1
-    tb, kb, _ = tiling(64, 2048)
-    assert tb == 16 and 1 < kb < 2048
+        return winograd._chunking(winograd.kernel_problem(q), c_in, c_out, out_hw)
+    rb, cb, kb, per_thread = chunking(64, 64)  # whole rows of 28 tiles (+ 1 junk)
+    assert cb == 28 and rb >= 1 and kb == 64
+    assert per_thread * 4 <= config.cpu_winograd_chunk_bytes
+    rb, cb, kb, _ = chunking(512, 2048)
+    assert rb * (cb + 1) >= 16 and kb == 1
+    rb, cb, kb, _ = chunking(64, 2048)
+    assert rb * (cb + 1) >= 16 and 1 < kb < 2048
+    rb, cb, kb, _ = chunking(16, 16, (2, 4000))  # a row of 2000 tiles: split into column blocks of at most 512
+    assert rb == 1 and cb + 1 <= 512
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 200 * 1024])
+@pytest.mark.parametrize("shape", [(3, 16, 5, 69), (2, 16, 40, 33)], ids=str)
+def test_column_blocks_and_chunks_across_images(shape, chunk_bytes, monkeypatch):
+    """Rows wider than a chunk (column blocks, the last one partial, odd
+    widths) and chunks of tile rows from several images, with padding that
+    crops (dgrad's 2 - 3 < 0) and pads."""
+    monkeypatch.setattr(config, "cpu_winograd_chunk_bytes", chunk_bytes)
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal(shape).astype(np.float32)
+    w = rng.standard_normal((18, shape[1], 3, 3)).astype(np.float32)
+    for pad in (1, 3, ((0, 2), (2, 1))):
+        y = co.conv(x, w, padding=pad, algorithm="winograd")
+        assert_close(y, _ref("fwd", x, w, padding=pad), "float32", f"fwd {pad}")
+        dy = rng.standard_normal(y.shape).astype(np.float32)
+        assert_close(co.conv_grad_input(dy, w, x.shape, padding=pad, algorithm="winograd"),
+                     _ref("dgrad", dy, w, padding=pad, x_shape=x.shape), "float32", f"dgrad {pad}")
 
 
 def test_reasons_and_heuristic_declines():
