@@ -127,10 +127,13 @@ cpu_winograd_max_filter_bytes = 1 * 2**20
 # interleaved benchmark (ResNet's c64 layer, 2026-11-23: 0.55-0.60x oneDNN
 # against im2col's 0.65), so auto leaves it to algorithm="winograd" unless on.
 cpu_winograd_wgrad = os.environ.get("CONVOPS_CPU_WINOGRAD_WGRAD", "").strip().lower() in _TRUE
-# Bytes per thread of one Winograd chunk (its 16 transformed input and output
-# planes): small enough to stay in L2 between the transforms and the GEMMs
-# (on 2026-11-23's Zen 4, 512 KiB: 11.2 ms for ResNet's c64 3x3 layer; 4 MiB: 28.8).
-cpu_winograd_chunk_bytes = _env_bytes("CONVOPS_CPU_WINOGRAD_CHUNK_BYTES", 512 * 2**10)
+# Bytes per thread of one Winograd chunk (its gathered input rows and 16
+# transformed input and output planes): large enough for GEMMs over 100-200
+# tiles (64x64 @ 64x29 ran at 61 GFLOP/s on one core, @ 64x203 at 99), small
+# enough to stay near L2 between the transforms and the GEMMs.  Measured on
+# 2026-11-23's Zen 4 (ResNet c64 56x56 and c128 28x28 fwd/dgrad, min of 11):
+# 512 KiB 0.85-0.97x oneDNN, 1-2 MiB 0.96-1.18x, 3-4 MiB 0.68-0.95x.
+cpu_winograd_chunk_bytes = _env_bytes("CONVOPS_CPU_WINOGRAD_CHUNK_BYTES", 1536 * 2**10)
 
 # im2col dgrad splits input channels into blocks until there are at least this
 # many parallel iterations (decided by the problem alone: deterministic).

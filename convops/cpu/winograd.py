@@ -34,6 +34,8 @@ dilated and transposed layers reach it through the phase algorithms
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from numba import get_thread_id, njit, prange
 
@@ -277,49 +279,77 @@ def _output_tiles(mf, ms, k0, kn, t0, tb, th, tw, bias, y):
 # LLVM's run-time alias checks stay few enough for it to vectorize.
 
 
+@njit(inline="always")
+def _tile_row(g, geo):
+    """(n, z, fh, ty) of tile row g = ((n*Z + z)*dh + fh)*th + ty."""
+    Z, dh, th = geo[0], geo[1], geo[2]
+    ty = g % th
+    g //= th
+    fh = g % dh
+    g //= dh
+    return g // Z, g % Z, fh, ty
+
+
 @njit(cache=True, fastmath=FASTMATH)
-def _gather_rows(x, g0, rows, tx0, cols, th, pad_h, pad_w, rf, rs):
-    """rf[((c*4 + i)*2 + j%2)*rs + gl*(cols + 1) + j//2] = x[n, c, 2ty + i - pad_h, 2tx0 + j - pad_w]
-    (zero outside x) for channel c, the tile rows g = g0 + gl < g0 + rows
-    (g = n*th + ty), i = 0..3, j < 2*(cols + 1): each row split into its
-    even and odd columns, so the transforms read with stride 1 (stride-2
-    reads became gathers, 3x slower); one zero after each plane's last row,
-    which the last junk tile reads."""
-    C, H, W = x.shape[1], x.shape[2], x.shape[3]
+def _gather_rows(x, geo, g0, rows, fw, tx0, cols, rf, rs):
+    """Input rows of the chunk's tiles, split by column parity: for channel
+    cv = t*C + c (depth tap t, channel c), row i = 0..3 of the tiles of tile
+    row g = g0 + gl (n, z, fh, ty), j = 0..2*cols + 1,
+
+        rf[((cv*4 + i)*2 + j%2)*rs + gl*(cols + 1) + j//2]
+            = x[n, c, z*sd + t*dd - pd, dh*(2ty + i) + fh - ph, dw*(2*tx0 + j) + fw - pw]
+
+    (zero outside x), and one zero after each plane's last row, which the
+    last junk tile reads.  The parity split lets the transforms read with
+    stride 1 (stride-2 reads became gathers, 3x slower).
+    geo = (Z, dh, th, T, sd, dd, dw, pd, ph, pw); x (N, C, D, H, W)."""
+    C, D, H, W = x.shape[1], x.shape[2], x.shape[3], x.shape[4]
+    T, sd, dd, dh, dw = geo[3], geo[4], geo[5], geo[1], geo[6]
+    pd, ph, pw = geo[7], geo[8], geo[9]
     twv = cols + 1
     xf = x.reshape(-1)
-    shift = 2 * tx0 - pad_w  # x column of j = 0
-    h_lo = min(twv, max(0, (1 - shift) // 2))  # first h with 0 <= shift + 2h
-    h_hi = max(h_lo, min(twv, (W - shift) // 2))  # h < h_hi: shift + 2h + 1 < W
+    step = 2 * dw  # x columns between a parity's elements
+    shift = step * tx0 + fw - pw  # x column of j = 0
+    h_lo = min(twv, max(0, (step - 1 - shift) // step))  # first h with 0 <= shift + step*h
+    h_hi = max(h_lo, min(twv, (W - dw - shift + step - 1) // step))  # h < h_hi: shift + step*h + dw < W
     zero = x.dtype.type(0)
-    for c in range(C):
-        for i in range(4):
-            base = (c * 4 + i) * 2 * rs
-            for gl in range(rows):
-                g = g0 + gl
-                n = g // th
-                r = 2 * (g % th) + i - pad_h
-                ev = rf[base + gl * twv:base + (gl + 1) * twv]
-                od = rf[base + rs + gl * twv:base + rs + (gl + 1) * twv]
-                if r < 0 or r >= H:
-                    for h in range(twv):
-                        ev[h] = zero
-                        od[h] = zero
-                    continue
-                row = ((n * C + c) * H + r) * W
-                src = xf[row + shift + 2 * h_lo:row + shift + 2 * h_hi]
-                e_mid = ev[h_lo:h_hi]
-                o_mid = od[h_lo:h_hi]
-                for h in range(h_hi - h_lo):  # both parities in one loop: permutes, not gathers
-                    e_mid[h] = src[2 * h]
-                    o_mid[h] = src[2 * h + 1]
-                for e in range(twv - (h_hi - h_lo)):  # the edges: checked reads
-                    h = e if e < h_lo else e - h_lo + h_hi
-                    s = shift + 2 * h
-                    ev[h] = xf[row + s] if 0 <= s < W else zero
-                    od[h] = xf[row + s + 1] if 0 <= s + 1 < W else zero
-            rf[base + rows * twv] = zero
-            rf[base + rs + rows * twv] = zero
+    for gl in range(rows):  # tile row outermost: its indices once (divisions are slow)
+        n, z, fh, ty = _tile_row(g0 + gl, geo)
+        for t in range(T):
+            d = z * sd + t * dd - pd
+            for c in range(C):
+                for i in range(4):
+                    base = ((t * C + c) * 4 + i) * 2 * rs
+                    r = dh * (2 * ty + i) + fh - ph
+                    ev = rf[base + gl * twv:base + (gl + 1) * twv]
+                    od = rf[base + rs + gl * twv:base + rs + (gl + 1) * twv]
+                    if r < 0 or r >= H or d < 0 or d >= D:
+                        for h in range(twv):
+                            ev[h] = zero
+                            od[h] = zero
+                        continue
+                    row = (((n * C + c) * D + d) * H + r) * W
+                    m = h_hi - h_lo
+                    if dw == 1:
+                        src = xf[row + shift + 2 * h_lo:row + shift + 2 * h_hi]
+                        e_mid = ev[h_lo:h_hi]
+                        o_mid = od[h_lo:h_hi]
+                        for h in range(m):  # both parities in one loop: permutes, not gathers
+                            e_mid[h] = src[2 * h]
+                            o_mid[h] = src[2 * h + 1]
+                    else:
+                        for h in range(h_lo, h_hi):
+                            ev[h] = xf[row + shift + step * h]
+                            od[h] = xf[row + shift + step * h + dw]
+                    for e in range(twv - m):  # the edges: checked reads
+                        h = e if e < h_lo else e - h_lo + h_hi
+                        col = shift + step * h
+                        ev[h] = xf[row + col] if 0 <= col < W else zero
+                        od[h] = xf[row + col + dw] if 0 <= col + dw < W else zero
+    for cv in range(T * C * 4):
+        base = cv * 2 * rs
+        rf[base + rows * twv] = zero
+        rf[base + rs + rows * twv] = zero
 
 
 @njit(inline="always", fastmath=FASTMATH)
@@ -373,27 +403,38 @@ def _sum3(a, b, c, b_plus, c_plus, out, n):
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def _output_transform(mf, ms, k0, kn, g0, rows, tx0, cols, th, bias, y, sf):
-    """y[n, k, 2ty:2ty+2, 2tx:2tx+2] = A^T m A (+ bias), cropped to y's
-    extent, for output channels k0..k0+kn, tile rows g0..g0+rows and tile
-    columns tx0..tx0+cols, m's element xi of (k, tile t) at
-    mf[xi*ms + (k - k0)*width + t], tiles in rows of cols + 1 (the last is junk).  A^T = [[1,1,1,0], [0,1,-1,-1]].
+def _output_transform(mf, ms, k0, kn, geo, g0, rows, fw, tx0, cols, bias, y, sf):
+    """y[n, k, z, dh*(2ty + a) + fh, dw*(2tx + b) + fw] = (A^T m A)[a, b]
+    (+ bias), cropped to y's extent, for output channels k0..k0+kn, tile
+    rows g0..g0+rows (n, z, fh, ty) and tile columns tx0..tx0+cols, m's
+    element xi of (k, tile t) at mf[xi*ms + (k - k0)*width + t], tiles in
+    rows of cols + 1 (the last is junk).  A^T = [[1,1,1,0], [0,1,-1,-1]].
     sf: scratch of 6*width elements."""
-    K, P, Q = y.shape[1], y.shape[2], y.shape[3]
+    K, Z, P, Q = y.shape[1], y.shape[2], y.shape[3], y.shape[4]
+    dh, dw = geo[1], geo[6]
     twv = cols + 1
     width = rows * twv
     yf = y.reshape(-1)
-    full = max(0, min(cols, Q // 2 - tx0))  # tiles with both output columns
+    q_phase = (Q - fw + dw - 1) // dw  # outputs of column phase fw
+    full = max(0, min(cols, q_phase // 2 - tx0))  # tiles with both output columns
+    part = 1 if full < cols and 2 * (tx0 + full) < q_phase else 0  # and one with its first only
     s0 = sf[0:width]
     s1 = sf[width:2 * width]
     s2 = sf[2 * width:3 * width]
     s3 = sf[3 * width:4 * width]
     e0 = sf[4 * width:5 * width]
     e1 = sf[5 * width:6 * width]
+    first = np.empty((rows, 2), np.int64)  # y offset of (gl, a) for output channel 0, -1: past P
+    for gl in range(rows):
+        n, z, fh, ty = _tile_row(g0 + gl, geo)
+        for a in range(2):
+            p = dh * (2 * ty + a) + fh
+            first[gl, a] = (((n * K * Z + z) * P + p) * Q + dw * 2 * tx0 + fw) if p < P else -1
+    plane = Z * P * Q
     for k in range(kn):
         b = bias[k0 + k] if bias.size else y.dtype.type(0)
         mo = k * width
-        for a in range(2):  # output row 2ty + a: row a of A^T applied to m's rows
+        for a in range(2):  # output row 2ty + a of the phase: row a of A^T applied to m's rows
             if a == 0:
                 _sum3(mf[mo:], mf[mo + 4 * ms:], mf[mo + 8 * ms:], True, True, s0, width)
                 _sum3(mf[mo + ms:], mf[mo + 5 * ms:], mf[mo + 9 * ms:], True, True, s1, width)
@@ -407,38 +448,48 @@ def _output_transform(mf, ms, k0, kn, g0, rows, tx0, cols, th, bias, y, sf):
             _sum3(s0, s1, s2, True, True, e0, width)   # output column 2tx
             _sum3(s1, s2, s3, False, False, e1, width)  # output column 2tx + 1
             for gl in range(rows):
-                g = g0 + gl
-                n = g // th
-                p = 2 * (g % th) + a
-                if p >= P:
+                if first[gl, a] < 0:
                     continue
-                yrow = yf[((n * K + k0 + k) * P + p) * Q + 2 * tx0:]
+                yrow = yf[first[gl, a] + (k0 + k) * plane:]
                 te = e0[gl * twv:]
                 to = e1[gl * twv:]
-                for tx in range(full):
-                    yrow[2 * tx] = te[tx] + b
-                    yrow[2 * tx + 1] = to[tx] + b
-                if full < cols:  # odd Q: the last tile's first column
-                    yrow[2 * full] = te[full] + b
+                if dw == 1:
+                    for tx in range(full):
+                        yrow[2 * tx] = te[tx] + b
+                        yrow[2 * tx + 1] = to[tx] + b
+                else:
+                    for tx in range(full):
+                        yrow[2 * dw * tx] = te[tx] + b
+                        yrow[2 * dw * tx + dw] = to[tx] + b
+                if part:  # an odd phase width: the last tile's first column
+                    yrow[2 * dw * full] = te[full] + b
 
 
 @njit(parallel=True, cache=True)
-def _winograd(fn, tl, x, u, bias, y, pad_h, pad_w, rb, cb, kb, ws):
-    """y (N, K, P, Q) = the 3x3 stride-1 correlation of x (N, C, H, W) with
-    padding (pad_h, pad_w) before each dim, from transform-domain filters
-    u (16, K, C).  Iteration = one chunk: rb tile rows (g = n*th + ty) by
-    cb tile columns (+ 1 junk); workspace row per thread: the gathered input rows
-    (8C planes: rows by column parity), 16 planes (C, width) of v, 16 planes (kb, width) of m, each
-    v and m plane PLANE_GAP elements past the last, then the output
-    transform's scratch."""
-    N, C = x.shape[0], x.shape[1]
-    K, P, Q = y.shape[1], y.shape[2], y.shape[3]
-    th, tw = (P + 1) // 2, (Q + 1) // 2
-    grows = N * th
+def _winograd(fn, tl, x, u, bias, y, geo, rb, cb, kb, ws):
+    """y (N, K, Z, P, Q) = the correlation of x (N, C, D, H, W) with T x 3 x 3
+    filters, depth stride sd, dilation (dd, dh, dw), padding (pd, ph, pw)
+    before each dim (geo = (Z, dh, th, T, sd, dd, dw, pd, ph, pw)), from
+    transform-domain filters u (16, K, T*C): a 2-D F(2x2, 3x3) Winograd
+    convolution per output plane and dilation phase (fh, fw), summed over
+    the depth taps inside its GEMMs (their reduction is over T*C).
+
+    Iteration = one chunk: rb tile rows (g = ((n*Z + z)*dh + fh)*th + ty) by
+    cb tile columns (+ 1 junk) of one column phase fw; workspace row per
+    thread: the gathered input rows (8*T*C planes: rows by column parity),
+    16 planes (T*C, width) of v, 16 planes (kb, width) of m, each v and m
+    plane PLANE_GAP elements past the last, then the output transform's
+    scratch."""
+    C = x.shape[1] * geo[3]
+    K, Q = y.shape[1], y.shape[4]
+    th, dw = geo[2], geo[6]
+    tw = ((Q + dw - 1) // dw + 1) // 2
+    grows = x.shape[0] * geo[0] * geo[1] * th
     col_blocks = (tw + cb - 1) // cb
-    chunks = (grows + rb - 1) // rb * col_blocks
+    chunks = (grows + rb - 1) // rb * col_blocks * dw
     for job in prange(chunks):
-        g0 = job // col_blocks * rb
+        g0 = job // (col_blocks * dw) * rb
+        fw = job // col_blocks % dw
         tx0 = job % col_blocks * cb
         rows = min(rb, grows - g0)
         cols = min(cb, tw - tx0)
@@ -448,7 +499,7 @@ def _winograd(fn, tl, x, u, bias, y, pad_h, pad_w, rb, cb, kb, ws):
         vs = C * width + PLANE_GAP
         rf = ws[tid, :8 * C * rs]
         vf = ws[tid, 8 * C * rs:8 * C * rs + 16 * vs]
-        _gather_rows(x, g0, rows, tx0, cols, th, pad_h, pad_w, rf, rs)
+        _gather_rows(x, geo, g0, rows, fw, tx0, cols, rf, rs)
         _input_transform(rf, rs, C, width, vf, vs)
         top = 8 * C * rs + 16 * vs
         for k0 in range(0, K, kb):
@@ -458,7 +509,7 @@ def _winograd(fn, tl, x, u, bias, y, pad_h, pad_w, rb, cb, kb, ws):
             for xi in range(16):
                 gemm(fn, tl, False, False, kn, width, C, 1.0, u[xi, k0:], C, vf[xi * vs:], width, 0.0,
                      mf[xi * ms:], width)
-            _output_transform(mf, ms, k0, kn, g0, rows, tx0, cols, th, bias, y, ws[tid, top + 16 * ms:])
+            _output_transform(mf, ms, k0, kn, geo, g0, rows, fw, tx0, cols, bias, y, ws[tid, top + 16 * ms:])
 
 
 @njit(inline="always", fastmath=FASTMATH)
@@ -589,7 +640,38 @@ def _tiling(q, c_in, c_out):
     return tb, kb, 16 * ((c_in + kb) * tb + 2 * PLANE_GAP)
 
 
-def _chunking(q, c_in, c_out, out_hw):
+class _Conv(NamedTuple):
+    """The correlation winograd's kernel runs for a pass: c_in channels
+    (times T depth taps: the GEMMs' reduction), c_out output channels, output
+    size, and geo = (Z, dh, th, T, sd, dd, dw, pd, ph, pw) for the kernel
+    (th: tile rows per output plane and row phase)."""
+    c_in: int
+    c_out: int
+    out_size: tuple
+    geo: tuple
+
+    @property
+    def tile_columns(self) -> int:
+        dw = self.geo[6]
+        return (-(-self.out_size[2] // dw) + 1) // 2
+
+
+def _conv(q) -> _Conv:
+    """fwd: x (*) w as given; dgrad: dy (*) w flipped in every tap and
+    transposed (C <-> K), padding dil*(k - 1) - pad before each dim
+    (negative: cropped), stride 1."""
+    T = q.kernel[0]
+    dd, dh, dw = q.dilation
+    if q.op == "fwd":
+        c_in, c_out, out_size, sd, pad = q.c_in, q.c_out, q.out_size, q.stride[0], q.pad_lo
+    else:
+        c_in, c_out, out_size, sd = q.c_out, q.c_in, q.in_size, 1
+        pad = tuple(d * (k - 1) - p for d, k, p in zip(q.dilation, q.kernel, q.pad_lo))
+    th = (-(-out_size[1] // dh) + 1) // 2
+    return _Conv(c_in, c_out, tuple(out_size), (out_size[0], dh, th, T, sd, dd, dw) + tuple(pad))
+
+
+def _chunking(q, conv):
     """(tile rows per chunk, tile columns per chunk, output channels per
     block, workspace elements per thread) of fwd/dgrad: a chunk's arrays fill
     about config.cpu_winograd_chunk_bytes, with 16 to 512 tiles (narrower
@@ -598,6 +680,7 @@ def _chunking(q, c_in, c_out, out_hw):
     itemsize = np.dtype(q.dtype).itemsize
     share = max(0, config.cpu_workspace_bytes - _filter_bytes(q)) // _threads()
     budget = min(config.cpu_winograd_chunk_bytes, share) // itemsize
+    c_in, c_out = conv.c_in * conv.geo[3], conv.c_out  # the reduction covers the depth taps
 
     def per_thread(tiles, kb):  # gathered rows, v, m, output scratch
         return 8 * c_in * (tiles + 1) + 16 * ((c_in + kb) * tiles + 2 * PLANE_GAP) + 6 * tiles
@@ -608,7 +691,7 @@ def _chunking(q, c_in, c_out, out_hw):
         kb = max(1, min(c_out, (budget // 16 - 24 * c_in - 6) // 16))
         tiles = budget // (24 * c_in + 16 * kb + 6)
     tiles = min(max(tiles, 16), 512)  # the budget is a preference; supports() enforces the workspace cap
-    tw = (out_hw[1] + 1) // 2
+    tw = conv.tile_columns
     if tw + 1 <= tiles:
         rb, cb = max(1, tiles // (tw + 1)), tw
     else:
@@ -616,17 +699,15 @@ def _chunking(q, c_in, c_out, out_hw):
     return rb, cb, kb, per_thread(rb * (cb + 1), kb)
 
 
-def _channels(q):
-    """(input, output) channels and output (H, W) of the Winograd convolution q runs."""
-    return (q.c_in, q.c_out, q.out_size[1:]) if q.op == "fwd" else (q.c_out, q.c_in, q.in_size[1:])
-
-
-def _run(q, x4, u, bias, pad, out_size):
-    rb, cb, kb, per_thread = _chunking(q, *_channels(q))
-    y = np.empty((x4.shape[0], u.shape[1]) + tuple(out_size), x4.dtype)
-    ws = np.empty((_threads(), per_thread), x4.dtype)
+def _run(q, a, u, bias):
+    """The pass's correlation (_conv) of a (N, C, D, H, W) with the
+    transform-domain filters u (16, K, T*C)."""
+    conv = _conv(q)
+    rb, cb, kb, per_thread = _chunking(q, conv)
+    y = np.empty((a.shape[0], conv.c_out) + conv.out_size, a.dtype)
+    ws = np.empty((_threads(), per_thread), a.dtype)
     with single_threaded_blas:
-        _winograd(gemm_for(x4.dtype), THREADS_LOCAL, x4, u, bias, y, pad[0], pad[1], rb, cb, kb, ws)
+        _winograd(gemm_for(a.dtype), THREADS_LOCAL, a, u, bias, y, conv.geo, rb, cb, kb, ws)
     return y
 
 
@@ -647,40 +728,43 @@ def fwd(q, x, w, bias):
     # summation handles: non-finite operands go to the exact path, and so does
     # a call whose result is not finite (an inf or NaN never turns finite again).
     if _finite(x, w, bias):
-        u = filter_transform(w.reshape(q.c_out, q.c_in, 3, 3))
-        y = _run(q, _planes(x, q.in_size), u, bias, q.pad_lo[1:], q.out_size[1:])
+        T = q.kernel[0]  # (K, C, T, 3, 3) -> (K, T*C, 3, 3): the depth taps join the reduction
+        u = filter_transform(np.ascontiguousarray(w.transpose(0, 2, 1, 3, 4)).reshape(q.c_out, T * q.c_in, 3, 3))
+        y = _run(q, x, u, bias)
         if _finite(y):
-            return y.reshape(q.y_shape)
+            return y
     return im2col.fwd(q, x, w, bias)
 
 
 def dgrad(q, dy, w, bias):
-    """dx = the correlation of dy with w flipped in both taps and transposed
-    (C <-> K), with padding 2 - pad before each dim (negative: cropped).
-    Non-finite operands or results: the exact path, as in fwd."""
+    """dx = the correlation of dy with w flipped in every tap and transposed
+    (C <-> K), with padding dil*(k - 1) - pad before each dim (negative:
+    cropped).  Non-finite operands or results: the exact path, as in fwd."""
     if _finite(dy, w, bias):
-        wt = np.ascontiguousarray(w.reshape(q.c_out, q.c_in, 3, 3)[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
-        u = filter_transform(wt)
-        pad = (2 - q.pad_lo[1], 2 - q.pad_lo[2])
-        dx = _run(q, _planes(dy, q.out_size), u, bias, pad, q.in_size[1:])
+        T = q.kernel[0]  # wt[c, t*K + k] = w[k, c, T-1-t, ::-1, ::-1]
+        wt = np.ascontiguousarray(w[:, :, ::-1, ::-1, ::-1].transpose(1, 2, 0, 3, 4)).reshape(q.c_in, T * q.c_out, 3, 3)
+        dx = _run(q, dy, filter_transform(wt), bias)
         if _finite(dx):
-            return dx.reshape(q.x_shape)
+            return dx
     return im2col.dgrad(q, dy, w, bias)
 
 
 def _supports(problem):
     q = kernel_problem(problem)
     reasons = []
-    if q.kernel[1:] != (3, 3) or q.kernel[0] != 1:
-        reasons.append(f"kernel {problem.kernel} is not 3x3 (2-D, or 3-D with one depth tap)")
-    if q.in_size[0] != 1 or q.out_size[0] != 1:
-        reasons.append("3-D input with more than one depth plane")
-    elif q.pad_lo[0] != 0:  # the one output plane reads depth padding (zeros), not the input plane
-        reasons.append(f"depth padding {problem.padding[0]} on a one-plane 3-D problem")
-    if q.stride != (1, 1, 1):
-        reasons.append(f"stride {problem.stride} is not 1")
-    if q.dilation != (1, 1, 1):
-        reasons.append(f"dilation {problem.dilation} is not 1")
+    if q.kernel[1:] != (3, 3):
+        reasons.append(f"kernel {problem.kernel} is not 3x3 in its last two dims")
+    if q.stride[1:] != (1, 1):
+        reasons.append(f"stride {problem.stride} is not 1 (in height and width)")
+    if q.op == "dgrad" and q.stride[0] != 1:
+        reasons.append(f"dgrad with depth stride {q.stride[0]} (a transposed convolution in depth)")
+    if q.op == "wgrad":  # the 2-D tile-order kernels
+        if q.kernel[0] != 1 or q.in_size[0] != 1 or q.out_size[0] != 1 or q.pad_lo[0] != 0:
+            reasons.append("wgrad of a 3-D problem (wgrad runs 2-D problems only)")
+        if q.dilation != (1, 1, 1):
+            reasons.append(f"wgrad with dilation {problem.dilation}")
+        if q.stride[0] != 1:
+            reasons.append(f"wgrad with stride {problem.stride}")
     if q.groups != 1:
         reasons.append(f"groups={problem.groups} (dense convolutions only)")
     if not reasons and workspace_bytes(problem) > config.cpu_workspace_bytes:
@@ -698,7 +782,7 @@ def _declines(problem):
     if small < config.cpu_winograd_min_channels:
         reasons.append(f"{small} channels: the transforms outweigh the saved multiplications "
                        f"(config.cpu_winograd_min_channels = {config.cpu_winograd_min_channels})")
-    filters = 16 * q.c_in * q.c_out * np.dtype(q.dtype).itemsize
+    filters = 16 * q.kernel[0] * q.c_in * q.c_out * np.dtype(q.dtype).itemsize
     if filters > config.cpu_winograd_max_filter_bytes:
         reasons.append(f"transformed filters of {filters} bytes, over config.cpu_winograd_max_filter_bytes "
                        f"({config.cpu_winograd_max_filter_bytes}): every chunk rereads them from memory")
@@ -725,6 +809,7 @@ def _filter_bytes(q) -> int:
     transformed filters in the compute dtype (wgrad: its result), and one
     block's float64 temporaries."""
     c_in, c_out = (q.c_in, q.c_out) if q.op != "dgrad" else (q.c_out, q.c_in)
+    c_in *= q.kernel[0]
     return c_in * c_out * 16 * np.dtype(q.dtype).itemsize + min(c_out, _filter_block(c_in)) * c_in * _FILTER_TEMP
 
 
@@ -734,7 +819,7 @@ def workspace_bytes(problem) -> int:
     if q.op == "wgrad":
         tb, per_thread, slots = _wgrad_plan(q)
         return (per_thread * _threads() + (slots - 1) * 16 * q.c_in * q.c_out) * itemsize + _filter_bytes(q)
-    return _chunking(q, *_channels(q))[3] * _threads() * itemsize + _filter_bytes(q)
+    return _chunking(q, _conv(q))[3] * _threads() * itemsize + _filter_bytes(q)
 
 
 def wgrad(q, x, dy):
