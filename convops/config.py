@@ -123,10 +123,15 @@ cpu_winograd_min_channels = 16
 # bytes: every chunk of tiles reads all of them, so they must stay in cache
 # (ResNet's 256-channel 3x3 layer, 4 MiB of them, ran 2.4x slower than im2col).
 cpu_winograd_max_filter_bytes = 1 * 2**20
-# Winograd wgrad is correct (tested) but was slower than im2col in the
-# interleaved benchmark (ResNet's c64 layer, 2026-11-23: 0.55-0.60x oneDNN
-# against im2col's 0.65), so auto leaves it to algorithm="winograd" unless on.
-cpu_winograd_wgrad = os.environ.get("CONVOPS_CPU_WINOGRAD_WGRAD", "").strip().lower() in _TRUE
+# ... and output rows (of a dilation phase) of at least this many 2x2 tiles:
+# each row carries one junk tile, and the edges cost more on short rows
+# (2026-11-23, 8 images x 64 channels: 14x14 1.23x im2col's speed, 7x7 phases
+# of a 14x14 dilation-2 layer 0.93x, 8x8 0.83x, 4x4 0.57x).
+cpu_winograd_min_tile_columns = 6
+# Auto uses Winograd for wgrad too (ResNet's c64 layer, 2026-11-23: 0.79x
+# oneDNN against im2col's 0.64x); CONVOPS_CPU_WINOGRAD_WGRAD=0 leaves wgrad
+# to im2col (algorithm="winograd" still runs it).
+cpu_winograd_wgrad = os.environ.get("CONVOPS_CPU_WINOGRAD_WGRAD", "1").strip().lower() in _TRUE
 # Bytes per thread of one Winograd chunk (its gathered input rows and 16
 # transformed input and output planes): large enough for GEMMs over 100-200
 # tiles (64x64 @ 64x29 ran at 61 GFLOP/s on one core, @ 64x203 at 99), small

@@ -47,224 +47,82 @@ from .common import Kernels, kernel_problem, register_algorithm
 
 FASTMATH = set(config.cpu_fastmath)
 
-# G (4x3), the filter transform: U = G g G^T.
-_G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
+# The filter transforms run in float64, (k, c) pair by pair, rounded once.
+# G (4x3) = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]].  (As
+# NumPy einsums over float64 blocks they took 1.3 ms for 64 x 64 filters and
+# 4.5 ms for 128 x 128, a seventh of the layer.)
 
 
-# The filter transforms run in float64 over blocks of output channels whose
-# temporaries take at most about this many bytes.
-FILTER_BLOCK_BYTES = 4 * 2**20
-_FILTER_TEMP = (9 + 16 + 12 + 9) * 8  # float64 bytes per (k, c): filters, 16 positions, einsum's (4, 3), result
+@njit(inline="always")
+def _g3(a, b, c):
+    """G (a, b, c): the 4 values of a length-3 vector's filter transform."""
+    return a, 0.5 * (a + b + c), 0.5 * (a - b + c), c
 
 
-def _filter_block(c_in: int) -> int:
-    """Output channels per block of a filter transform."""
-    return max(1, FILTER_BLOCK_BYTES // max(1, c_in * _FILTER_TEMP))
+@njit(parallel=True, cache=True)
+def _filter_transform(w3, u):
+    K, C = w3.shape[0], w3.shape[1]
+    for k in prange(K):
+        t = np.empty((4, 3))
+        for c in range(C):
+            for s in range(3):  # G g: columns
+                t[0, s], t[1, s], t[2, s], t[3, s] = _g3(np.float64(w3[k, c, 0, s]), np.float64(w3[k, c, 1, s]),
+                                                         np.float64(w3[k, c, 2, s]))
+            for a in range(4):  # (G g) G^T: rows
+                v0, v1, v2, v3 = _g3(t[a, 0], t[a, 1], t[a, 2])
+                u[4 * a, k, c] = v0
+                u[4 * a + 1, k, c] = v1
+                u[4 * a + 2, k, c] = v2
+                u[4 * a + 3, k, c] = v3
 
 
 def filter_transform(w3: np.ndarray) -> np.ndarray:
     """(K, C, 3, 3) filters -> (16, K, C) transform-domain filters G g G^T,
-    computed in float64 and rounded once to the compute dtype."""
+    computed in float64 and rounded once to the compute dtype (an overflow
+    gives inf: the caller sees a non-finite result)."""
     K, C = w3.shape[:2]
     u = np.empty((16, K, C), w3.dtype)
-    step = _filter_block(C)
-    with np.errstate(over="ignore", invalid="ignore"):  # overflow: the caller sees a non-finite result
-        for k0 in range(0, K, step):
-            blk = np.einsum("ar,kcrs,bs->abkc", _G, w3[k0:k0 + step].astype(np.float64), _G, optimize=True)
-            u[:, k0:k0 + step] = blk.reshape(16, -1, C)
+    _filter_transform(np.ascontiguousarray(w3), u)
     return u
+
+
+@njit(inline="always")
+def _gt4(a, b, c, d):
+    """G^T (a, b, c, d): the adjoint of _g3."""
+    return a + 0.5 * (b + c), 0.5 * (b - c), 0.5 * (b + c) + d
+
+
+@njit(parallel=True, cache=True)
+def _filter_gradient(partial, dw):
+    slots, K, C = partial.shape[0], partial.shape[2], partial.shape[3]
+    for k in prange(K):
+        du = np.empty(16)
+        t = np.empty((4, 3))
+        for c in range(C):
+            for xi in range(16):  # the slots' sum, in order
+                acc = np.float64(partial[0, xi, k, c])
+                for slot in range(1, slots):
+                    acc += partial[slot, xi, k, c]
+                du[xi] = acc
+            for a in range(4):  # dU G: rows
+                t[a, 0], t[a, 1], t[a, 2] = _gt4(du[4 * a], du[4 * a + 1], du[4 * a + 2], du[4 * a + 3])
+            for s in range(3):  # G^T (dU G): columns
+                dw[k, c, 0, s], dw[k, c, 1, s], dw[k, c, 2, s] = _gt4(t[0, s], t[1, s], t[2, s], t[3, s])
 
 
 def filter_gradient(partial: np.ndarray, dtype) -> np.ndarray:
     """(slots, 16, K, C) gradients of the transformed filters -> (K, C, 3, 3)
     dW = G^T (sum of the slots, in order, in float64) G, rounded once."""
-    slots, _, K, C = partial.shape
+    _, _, K, C = partial.shape
     dw = np.empty((K, C, 3, 3), dtype)
-    step = _filter_block(C)
-    with np.errstate(over="ignore", invalid="ignore"):
-        for k0 in range(0, K, step):
-            du = partial[0, :, k0:k0 + step].astype(np.float64)
-            for slot in range(1, slots):
-                du += partial[slot, :, k0:k0 + step]
-            dw[k0:k0 + step] = np.einsum("ar,abkc,bs->kcrs", _G, du.reshape(4, 4, -1, C), _G, optimize=True)
+    _filter_gradient(partial, dw)
     return dw
-
-
-@njit(inline="always")
-def _segment(t, t_end, th, tw):
-    """The run of tiles from t to the end of its tile row (or t_end):
-    (n, ty, tx0, count)."""
-    n = t // (th * tw)
-    ty = (t // tw) % th
-    tx0 = t % tw
-    return n, ty, tx0, min(tw - tx0, t_end - t)
-
-
-@njit(inline="always")
-def _interior(pad, size, lo, count):
-    """[a, b) of tiles lo..lo+count whose 4 reads from 2*tx - pad are all
-    inside [0, size), as offsets from lo (a <= b)."""
-    a = max(0, (pad + 1) // 2 - lo)
-    b = min(count, (size + pad - 4) // 2 + 1 - lo) if size + pad >= 4 else 0
-    a = min(a, count)
-    return a, max(a, b)
 
 
 # Transform-domain planes (one per position xi) sit this many elements apart
 # beyond their size: planes a multiple of 4 KiB apart would share cache sets
 # and the 16 streams of a transform evict each other (3x slower measured).
 PLANE_GAP = 16
-
-
-@njit(inline="always", fastmath=FASTMATH)
-def _in_tiles(xf, o0, o1, o2, o3, vf, vo, vs, count):
-    """B^T d B of ``count`` horizontally adjacent interior tiles (2 columns
-    apart) whose 4 rows start at xf[o0], xf[o1], xf[o2], xf[o3]: element xi of
-    tile q to vf[vo + xi*vs + q].
-    No tests in the loop: it vectorizes."""
-    for q in range(count):
-        j = 2 * q
-        u00 = xf[o0 + j] - xf[o2 + j]
-        u01 = xf[o0 + j + 1] - xf[o2 + j + 1]
-        u02 = xf[o0 + j + 2] - xf[o2 + j + 2]
-        u03 = xf[o0 + j + 3] - xf[o2 + j + 3]
-        u10 = xf[o1 + j] + xf[o2 + j]
-        u11 = xf[o1 + j + 1] + xf[o2 + j + 1]
-        u12 = xf[o1 + j + 2] + xf[o2 + j + 2]
-        u13 = xf[o1 + j + 3] + xf[o2 + j + 3]
-        u20 = xf[o2 + j] - xf[o1 + j]
-        u21 = xf[o2 + j + 1] - xf[o1 + j + 1]
-        u22 = xf[o2 + j + 2] - xf[o1 + j + 2]
-        u23 = xf[o2 + j + 3] - xf[o1 + j + 3]
-        u30 = xf[o1 + j] - xf[o3 + j]
-        u31 = xf[o1 + j + 1] - xf[o3 + j + 1]
-        u32 = xf[o1 + j + 2] - xf[o3 + j + 2]
-        u33 = xf[o1 + j + 3] - xf[o3 + j + 3]
-        e = vo + q
-        vf[e] = u00 - u02
-        vf[e + vs] = u01 + u02
-        vf[e + 2 * vs] = u02 - u01
-        vf[e + 3 * vs] = u01 - u03
-        vf[e + 4 * vs] = u10 - u12
-        vf[e + 5 * vs] = u11 + u12
-        vf[e + 6 * vs] = u12 - u11
-        vf[e + 7 * vs] = u11 - u13
-        vf[e + 8 * vs] = u20 - u22
-        vf[e + 9 * vs] = u21 + u22
-        vf[e + 10 * vs] = u22 - u21
-        vf[e + 11 * vs] = u21 - u23
-        vf[e + 12 * vs] = u30 - u32
-        vf[e + 13 * vs] = u31 + u32
-        vf[e + 14 * vs] = u32 - u31
-        vf[e + 15 * vs] = u31 - u33
-
-
-@njit(cache=True, fastmath=FASTMATH)
-def _input_tiles(x, t0, tb, th, tw, pad_h, pad_w, vf, vs):
-    """vf[xi*vs + c*tb + t] = (B^T d B)[xi] for the 4x4 tiles d of every
-    channel c of tiles t0..t0+tb (tile t = (n, ty, tx) over n, th rows, tw
-    columns) of x (N, C, H, W), read from row 2*ty - pad_h, column
-    2*tx - pad_w, zeros outside.  B^T = [[1,0,-1,0], [0,1,1,0], [0,-1,1,0],
-    [0,1,0,-1]].  A tile row at a time: the interior through _in_tiles, the
-    edges through a checked scalar path."""
-    C, H, W = x.shape[1], x.shape[2], x.shape[3]
-    xf = x.reshape(-1)
-    zero = x.dtype.type(0)
-    d = np.empty(16, x.dtype)
-    t = t0
-    while t < t0 + tb:
-        n, ty, tx0, count = _segment(t, t0 + tb, th, tw)
-        base = t - t0
-        r0 = 2 * ty - pad_h
-        a, b = _interior(pad_w, W, tx0, count)
-        if r0 < 0 or r0 + 4 > H:
-            a, b = 0, 0
-        for c in range(C):
-            plane = (n * C + c) * H * W
-            if a < b:
-                o = plane + r0 * W + 2 * (tx0 + a) - pad_w
-                _in_tiles(xf, o, o + W, o + 2 * W, o + 3 * W, vf, c * tb + base + a, vs, b - a)
-            for e in range(count):  # the edges: checked reads
-                if a <= e < b:
-                    continue
-                s0 = 2 * (tx0 + e) - pad_w
-                for i in range(4):
-                    r = r0 + i
-                    for j in range(4):
-                        s = s0 + j
-                        d[4 * i + j] = xf[plane + r * W + s] if 0 <= r < H and 0 <= s < W else zero
-                for j in range(4):  # B^T d: rows
-                    a0, a1, a2, a3 = d[j], d[4 + j], d[8 + j], d[12 + j]
-                    d[j] = a0 - a2
-                    d[4 + j] = a1 + a2
-                    d[8 + j] = a2 - a1
-                    d[12 + j] = a1 - a3
-                o = c * tb + base + e
-                for i in range(4):  # (B^T d) B: columns
-                    a0, a1, a2, a3 = d[4 * i], d[4 * i + 1], d[4 * i + 2], d[4 * i + 3]
-                    vf[o + (4 * i) * vs] = a0 - a2
-                    vf[o + (4 * i + 1) * vs] = a1 + a2
-                    vf[o + (4 * i + 2) * vs] = a2 - a1
-                    vf[o + (4 * i + 3) * vs] = a1 - a3
-        t += count
-
-
-@njit(inline="always", fastmath=FASTMATH)
-def _out_row(mf, mo, ms, yf, yo, count, b, second):
-    """Row 0 (second=False) or 1 of A^T m A for ``count`` adjacent full tiles:
-    m's element xi of tile q at mf[mo + xi*ms + q], outputs to yf[yo + 2q], yf[yo + 2q + 1]."""
-    if not second:
-        for q in range(count):
-            e = mo + q
-            s0 = mf[e] + mf[e + 4 * ms] + mf[e + 8 * ms]
-            s1 = mf[e + ms] + mf[e + 5 * ms] + mf[e + 9 * ms]
-            s2 = mf[e + 2 * ms] + mf[e + 6 * ms] + mf[e + 10 * ms]
-            s3 = mf[e + 3 * ms] + mf[e + 7 * ms] + mf[e + 11 * ms]
-            yf[yo + 2 * q] = s0 + s1 + s2 + b
-            yf[yo + 2 * q + 1] = s1 - s2 - s3 + b
-    else:
-        for q in range(count):
-            e = mo + q
-            s0 = mf[e + 4 * ms] - mf[e + 8 * ms] - mf[e + 12 * ms]
-            s1 = mf[e + 5 * ms] - mf[e + 9 * ms] - mf[e + 13 * ms]
-            s2 = mf[e + 6 * ms] - mf[e + 10 * ms] - mf[e + 14 * ms]
-            s3 = mf[e + 7 * ms] - mf[e + 11 * ms] - mf[e + 15 * ms]
-            yf[yo + 2 * q] = s0 + s1 + s2 + b
-            yf[yo + 2 * q + 1] = s1 - s2 - s3 + b
-
-
-@njit(cache=True, fastmath=FASTMATH)
-def _output_tiles(mf, ms, k0, kn, t0, tb, th, tw, bias, y):
-    """y[n, k, 2ty:2ty+2, 2tx:2tx+2] = A^T m A (+ bias), cropped to y's
-    extent, for output channels k0..k0+kn and tiles t0..t0+tb, m's element
-    xi of (k, tile t) at mf[xi*ms + (k - k0)*tb + t - t0].
-    A^T = [[1,1,1,0], [0,1,-1,-1]].  A tile row at a time; the last tile of
-    an odd width and the last row of an odd height are cut."""
-    K, P, Q = y.shape[1], y.shape[2], y.shape[3]
-    yf = y.reshape(-1)
-    t = t0
-    while t < t0 + tb:
-        n, ty, tx0, count = _segment(t, t0 + tb, th, tw)
-        base = t - t0
-        p = 2 * ty
-        full = count if 2 * (tx0 + count) <= Q else count - 1
-        for k in range(kn):
-            b = bias[k0 + k] if bias.size else y.dtype.type(0)
-            mo = k * tb + base
-            yo = ((n * K + k0 + k) * P + p) * Q + 2 * tx0
-            _out_row(mf, mo, ms, yf, yo, full, b, False)
-            if p + 1 < P:
-                _out_row(mf, mo, ms, yf, yo + Q, full, b, True)
-            if full < count:  # one output column of the last tile
-                e = mo + full
-                yf[yo + 2 * full] = (mf[e] + mf[e + 4 * ms] + mf[e + 8 * ms]) \
-                    + (mf[e + ms] + mf[e + 5 * ms] + mf[e + 9 * ms]) \
-                    + (mf[e + 2 * ms] + mf[e + 6 * ms] + mf[e + 10 * ms]) + b
-                if p + 1 < P:
-                    yf[yo + Q + 2 * full] = (mf[e + 4 * ms] - mf[e + 8 * ms] - mf[e + 12 * ms]) \
-                        + (mf[e + 5 * ms] - mf[e + 9 * ms] - mf[e + 13 * ms]) \
-                        + (mf[e + 6 * ms] - mf[e + 10 * ms] - mf[e + 14 * ms]) + b
-        t += count
 
 
 # ---- forward (and dgrad) kernels: chunks of whole tile rows, transforms as long vector loops ----
@@ -512,132 +370,163 @@ def _winograd(fn, tl, x, u, bias, y, geo, rb, cb, kb, ws):
             _output_transform(mf, ms, k0, kn, geo, g0, rows, fw, tx0, cols, bias, y, ws[tid, top + 16 * ms:])
 
 
+@njit(cache=True, fastmath=FASTMATH)
+def _gather_grad(dy, geo, g0, rows, fw, tx0, cols, gf, gs):
+    """The chunk's 2x2 output-gradient tiles, one plane per element: for
+    output channel k, row a and column b of the tiles of tile row
+    g = g0 + gl (n, z, fh, ty),
+
+        gf[((k*2 + a)*2 + b)*gs + gl*(cols + 1) + tx]
+            = dy[n, k, z, dh*(2ty + a) + fh, dw*(2*(tx0 + tx) + b) + fw]
+
+    for tx < cols, zero outside dy and for the junk tile tx = cols (it
+    must add nothing to the gradient).  dy (N, K, Z, P, Q)."""
+    K, P, Q = dy.shape[1], dy.shape[3], dy.shape[4]
+    Z, dh, dw = geo[0], geo[1], geo[6]
+    twv = cols + 1
+    gflat = dy.reshape(-1)
+    q_phase = (Q - fw + dw - 1) // dw  # outputs of column phase fw
+    full = max(0, min(cols, q_phase // 2 - tx0))  # tiles with both columns inside dy
+    zero = dy.dtype.type(0)
+    for gl in range(rows):
+        n, z, fh, ty = _tile_row(g0 + gl, geo)
+        for k in range(K):
+            for a in range(2):
+                base = (k * 2 + a) * 2 * gs + gl * twv
+                ev = gf[base:base + twv]
+                od = gf[base + gs:base + gs + twv]
+                p = dh * (2 * ty + a) + fh
+                if p >= P:
+                    for tx in range(twv):
+                        ev[tx] = zero
+                        od[tx] = zero
+                    continue
+                row = (((n * K + k) * Z + z) * P + p) * Q + dw * 2 * tx0 + fw
+                if dw == 1:
+                    src = gflat[row:row + 2 * full]
+                    for tx in range(full):  # both parities in one loop: permutes, not gathers
+                        ev[tx] = src[2 * tx]
+                        od[tx] = src[2 * tx + 1]
+                else:
+                    for tx in range(full):
+                        ev[tx] = gflat[row + 2 * dw * tx]
+                        od[tx] = gflat[row + 2 * dw * tx + dw]
+                for tx in range(full, twv):  # cut tiles and the junk tile
+                    inside = tx < cols and 2 * (tx0 + tx) < q_phase
+                    ev[tx] = gflat[row + 2 * dw * tx] if inside else zero
+                    od[tx] = zero
+
+
 @njit(inline="always", fastmath=FASTMATH)
-def _grad_full_tiles(gf, r0, r1, zf, zo, zs, count):
-    """A g A^T of ``count`` adjacent full 2x2 tiles with rows at gf[r0...],
-    gf[r1...]: element xi of tile q to zf[zo + xi*zs + q].  No tests: it vectorizes."""
-    for q in range(count):
-        j = 2 * q
-        a0 = gf[r0 + j]
-        b0 = gf[r0 + j + 1]
-        a1 = gf[r1 + j]
-        b1 = gf[r1 + j + 1]
-        e = zo + q
-        zf[e] = a0
-        zf[e + zs] = a0 + b0
-        zf[e + 2 * zs] = a0 - b0
-        zf[e + 3 * zs] = -b0
-        c = a0 + a1
-        d = b0 + b1
-        zf[e + 4 * zs] = c
-        zf[e + 5 * zs] = c + d
-        zf[e + 6 * zs] = c - d
-        zf[e + 7 * zs] = -d
-        c = a0 - a1
-        d = b0 - b1
-        zf[e + 8 * zs] = c
-        zf[e + 9 * zs] = c + d
-        zf[e + 10 * zs] = c - d
-        zf[e + 11 * zs] = -d
-        zf[e + 12 * zs] = -a1
-        zf[e + 13 * zs] = -a1 - b1
-        zf[e + 14 * zs] = b1 - a1
-        zf[e + 15 * zs] = b1
+def _lin(a, b, mode, out, n):
+    """out[t] = a, a + b, a - b, -b, -a, -(a + b), b - a or b (mode 0..7, a literal)."""
+    for t in range(n):
+        if mode == 0:
+            out[t] = a[t]
+        elif mode == 1:
+            out[t] = a[t] + b[t]
+        elif mode == 2:
+            out[t] = a[t] - b[t]
+        elif mode == 3:
+            out[t] = -b[t]
+        elif mode == 4:
+            out[t] = -a[t]
+        elif mode == 5:
+            out[t] = -(a[t] + b[t])
+        elif mode == 6:
+            out[t] = b[t] - a[t]
+        else:
+            out[t] = b[t]
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def _grad_tiles(dy, t0, tb, th, tw, zf, zs):
-    """zf[xi*zs + k*tb + t] = (A g A^T)[xi] for the 2x2 tiles g of dy
-    (N, K, P, Q) at (2*ty, 2*tx) of tiles t0..t0+tb, zeros past dy's edge:
-    the adjoint of the output transform.  A = [[1,0], [1,1], [1,-1], [0,-1]].
-    Full tiles through _grad_full_tiles; a tile cut by an odd P or Q through
-    a checked path."""
-    K, P, Q = dy.shape[1], dy.shape[2], dy.shape[3]
-    gf = dy.reshape(-1)
-    zero = dy.dtype.type(0)
-    t = t0
-    while t < t0 + tb:
-        n, ty, tx0, count = _segment(t, t0 + tb, th, tw)
-        base = t - t0
-        p = 2 * ty
-        full = count if 2 * (tx0 + count) <= Q else count - 1
-        if p + 1 >= P:
-            full = 0
-        for k in range(K):
-            row = ((n * K + k) * P + p) * Q
-            o = k * tb + base
-            if full > 0:
-                _grad_full_tiles(gf, row + 2 * tx0, row + Q + 2 * tx0, zf, o, zs, full)
-            for q in range(full, count):
-                c = 2 * (tx0 + q)
-                a0 = gf[row + c]
-                b0 = gf[row + c + 1] if c + 1 < Q else zero
-                a1 = gf[row + Q + c] if p + 1 < P else zero
-                b1 = gf[row + Q + c + 1] if p + 1 < P and c + 1 < Q else zero
-                # rows of A g: g0, g0 + g1, g0 - g1, -g1; then each row (a, b) -> (a, a + b, a - b, -b)
-                for i in range(4):
-                    if i == 0:
-                        a, b = a0, b0
-                    elif i == 1:
-                        a, b = a0 + a1, b0 + b1
-                    elif i == 2:
-                        a, b = a0 - a1, b0 - b1
-                    else:
-                        a, b = -a1, -b1
-                    e = o + q + 4 * i * zs
-                    zf[e] = a
-                    zf[e + zs] = a + b
-                    zf[e + 2 * zs] = a - b
-                    zf[e + 3 * zs] = -b
-        t += count
+def _grad_transform(gf, gs, K, width, zf, zs, sf):
+    """zf[xi*zs + k*width + t] = (A g A^T)[xi] for the 2x2 tiles g of every
+    output channel k (the adjoint of the output transform), g's planes from
+    _gather_grad.  A = [[1,0], [1,1], [1,-1], [0,-1]]: rows of A g are g0,
+    g0 + g1, g0 - g1, -g1, and each row (a, b) gives (a, a + b, a - b, -b).
+    sf: scratch of 4*width elements."""
+    s0 = sf[0:width]
+    s1 = sf[width:2 * width]
+    s2 = sf[2 * width:3 * width]
+    s3 = sf[3 * width:4 * width]
+    for k in range(K):
+        o = k * 4 * gs
+        a0, b0 = gf[o:o + width], gf[o + gs:o + gs + width]  # row 0: columns 0, 1
+        a1, b1 = gf[o + 2 * gs:o + 2 * gs + width], gf[o + 3 * gs:o + 3 * gs + width]  # row 1
+        _lin(a0, a1, 1, s0, width)  # g0 + g1
+        _lin(b0, b1, 1, s1, width)
+        _lin(a0, a1, 2, s2, width)  # g0 - g1
+        _lin(b0, b1, 2, s3, width)
+        zo = k * width
+        for i in range(4):
+            if i == 0:
+                ra, rb = a0, b0
+            elif i == 1:
+                ra, rb = s0, s1
+            elif i == 2:
+                ra, rb = s2, s3
+            else:
+                ra, rb = a1, b1  # the row is -g1: modes 4..7
+            z0 = zf[zo + 4 * i * zs:zo + 4 * i * zs + width]
+            z1 = zf[zo + (4 * i + 1) * zs:zo + (4 * i + 1) * zs + width]
+            z2 = zf[zo + (4 * i + 2) * zs:zo + (4 * i + 2) * zs + width]
+            z3 = zf[zo + (4 * i + 3) * zs:zo + (4 * i + 3) * zs + width]
+            if i < 3:
+                _lin(ra, rb, 0, z0, width)
+                _lin(ra, rb, 1, z1, width)
+                _lin(ra, rb, 2, z2, width)
+                _lin(ra, rb, 3, z3, width)
+            else:
+                _lin(ra, rb, 4, z0, width)
+                _lin(ra, rb, 5, z1, width)
+                _lin(ra, rb, 6, z2, width)
+                _lin(ra, rb, 7, z3, width)
 
 
 @njit(parallel=True, cache=True)
-def _winograd_wgrad(fn, tl, x, dy, pad_h, pad_w, tb, partial, ws):
-    """partial[slot, xi] (K, C) = sum over the chunks j = slot (mod slots) of
-    Z_j[xi] @ V_j[xi]^T: the gradient of the transform-domain filters, Z the
-    transformed 2x2 tiles of dy (N, K, P, Q), V the transformed 4x4 tiles of
-    x (N, C, H, W) with padding (pad_h, pad_w).  Iteration = one slot, its
-    chunks in order: the sums do not depend on the thread count."""
-    N, C = x.shape[0], x.shape[1]
-    K, P, Q = dy.shape[1], dy.shape[2], dy.shape[3]
-    th, tw = (P + 1) // 2, (Q + 1) // 2
-    tiles = N * th * tw
-    chunks = (tiles + tb - 1) // tb
+def _winograd_wgrad(fn, tl, x, dy, geo, rb, cb, partial, ws):
+    """partial[slot, xi] (K, T*C) = sum over the chunks j = slot (mod slots)
+    of Z_j[xi] @ V_j[xi]^T: the gradient of the transform-domain filters,
+    Z the transformed 2x2 tiles of dy (N, K, Z, P, Q), V the transformed 4x4
+    tiles of x (N, C, D, H, W), chunks and geo as in _winograd (whole K per
+    chunk).  Iteration = one slot, its chunks in order: the sums do not
+    depend on the thread count.  Workspace row per thread: the gathered x
+    rows, 16 planes (T*C, width) of V, the gathered dy tiles (4K planes),
+    16 planes (K, width) of Z, scratch."""
+    C = x.shape[1] * geo[3]
+    K, Q = dy.shape[1], dy.shape[4]
+    th, dw = geo[2], geo[6]
+    tw = ((Q + dw - 1) // dw + 1) // 2
+    grows = x.shape[0] * geo[0] * geo[1] * th
+    col_blocks = (tw + cb - 1) // cb
+    chunks = (grows + rb - 1) // rb * col_blocks * dw
     slots = partial.shape[0]
     for slot in prange(slots):
         tid = get_thread_id()
         for job in range(slot, chunks, slots):
-            t0 = job * tb
-            width = min(tb, tiles - t0)
+            g0 = job // (col_blocks * dw) * rb
+            fw = job // col_blocks % dw
+            tx0 = job % col_blocks * cb
+            rows = min(rb, grows - g0)
+            cols = min(cb, tw - tx0)
+            width = rows * (cols + 1)
+            rs = width + 1
             vs = C * width + PLANE_GAP
             zs = K * width + PLANE_GAP
-            vf = ws[tid, :16 * vs]
-            zf = ws[tid, 16 * vs:16 * (vs + zs)]
-            _input_tiles(x, t0, width, th, tw, pad_h, pad_w, vf, vs)
-            _grad_tiles(dy, t0, width, th, tw, zf, zs)
+            o1 = 8 * C * rs
+            o2 = o1 + 16 * vs
+            o3 = o2 + 4 * K * rs
+            o4 = o3 + 16 * zs
+            _gather_rows(x, geo, g0, rows, fw, tx0, cols, ws[tid, :o1], rs)
+            _input_transform(ws[tid, :o1], rs, C, width, ws[tid, o1:o2], vs)
+            _gather_grad(dy, geo, g0, rows, fw, tx0, cols, ws[tid, o2:o3], rs)
+            _grad_transform(ws[tid, o2:o3], rs, K, width, ws[tid, o3:o4], zs, ws[tid, o4:])
+            vf = ws[tid, o1:o2]
+            zf = ws[tid, o3:o4]
             for xi in range(16):
                 gemm(fn, tl, False, True, K, C, width, 1.0, zf[xi * zs:], width, vf[xi * vs:], width, 1.0,
                      partial[slot, xi], C)
-
-
-def _tiling(q, c_in, c_out):
-    """(tiles per chunk, output channels per block, workspace elements per
-    thread): a chunk's transforms fill about config.cpu_winograd_chunk_bytes,
-    with 16 to 512 tiles (narrower GEMMs run poorly); many channels block the
-    output channels first."""
-    itemsize = np.dtype(q.dtype).itemsize
-    # each thread's share of the cap, less the filter transform's arrays
-    share = max(0, config.cpu_workspace_bytes - _filter_bytes(q)) // _threads()
-    budget = min(config.cpu_winograd_chunk_bytes, share) // itemsize
-    budget = max(1, budget - 2 * 16 * PLANE_GAP)  # the planes' gaps come out of the budget first
-    kb = c_out
-    tb = budget // (16 * (c_in + kb))
-    if tb < 16:
-        kb = max(1, min(c_out, budget // (16 * 16) - c_in))
-        tb = budget // (16 * (c_in + kb))
-    tb = min(max(tb, 16), 512)  # the budget is a preference; supports() enforces the workspace cap
-    return tb, kb, 16 * ((c_in + kb) * tb + 2 * PLANE_GAP)
 
 
 class _Conv(NamedTuple):
@@ -662,7 +551,7 @@ def _conv(q) -> _Conv:
     (negative: cropped), stride 1."""
     T = q.kernel[0]
     dd, dh, dw = q.dilation
-    if q.op == "fwd":
+    if q.op != "dgrad":  # fwd, and wgrad (which correlates fwd's tiles)
         c_in, c_out, out_size, sd, pad = q.c_in, q.c_out, q.out_size, q.stride[0], q.pad_lo
     else:
         c_in, c_out, out_size, sd = q.c_out, q.c_in, q.in_size, 1
@@ -685,18 +574,29 @@ def _chunking(q, conv):
     def per_thread(tiles, kb):  # gathered rows, v, m, output scratch
         return 8 * c_in * (tiles + 1) + 16 * ((c_in + kb) * tiles + 2 * PLANE_GAP) + 6 * tiles
 
+    budget = max(0, budget - per_thread(0, 0))  # the parts that do not grow with the tiles first
     kb = c_out
     tiles = budget // (24 * c_in + 16 * kb + 6)
     if tiles < 16:
         kb = max(1, min(c_out, (budget // 16 - 24 * c_in - 6) // 16))
         tiles = budget // (24 * c_in + 16 * kb + 6)
     tiles = min(max(tiles, 16), 512)  # the budget is a preference; supports() enforces the workspace cap
-    tw = conv.tile_columns
-    if tw + 1 <= tiles:
-        rb, cb = max(1, tiles // (tw + 1)), tw
-    else:
-        rb, cb = 1, tiles - 1
+    rb, cb = _rows_and_columns(tiles, conv.tile_columns)
     return rb, cb, kb, per_thread(rb * (cb + 1), kb)
+
+
+def _rows_and_columns(tiles, tw):
+    """(tile rows, tile columns) of a chunk of about ``tiles`` tiles: whole
+    rows of tw tiles (+ 1 junk), or one block of a row wider than that."""
+    if tw + 1 <= tiles:
+        return max(1, tiles // (tw + 1)), tw
+    return 1, tiles - 1
+
+
+def _chunk_count(q, conv, rb, cb):
+    """Chunks (jobs) of _winograd/_winograd_wgrad."""
+    Z, dh, th, dw = conv.geo[0], conv.geo[1], conv.geo[2], conv.geo[6]
+    return -(-(q.n * Z * dh * th) // rb) * -(-conv.tile_columns // cb) * dw
 
 
 def _run(q, a, u, bias):
@@ -709,11 +609,6 @@ def _run(q, a, u, bias):
     with single_threaded_blas:
         _winograd(gemm_for(a.dtype), THREADS_LOCAL, a, u, bias, y, conv.geo, rb, cb, kb, ws)
     return y
-
-
-def _planes(a, size):
-    """(N, C, 1, H, W) -> (N, C, H, W); ``size`` the 3-D spatial size."""
-    return a.reshape(a.shape[:2] + tuple(size[1:]))
 
 
 def _finite(*arrays) -> bool:
@@ -758,13 +653,6 @@ def _supports(problem):
         reasons.append(f"stride {problem.stride} is not 1 (in height and width)")
     if q.op == "dgrad" and q.stride[0] != 1:
         reasons.append(f"dgrad with depth stride {q.stride[0]} (a transposed convolution in depth)")
-    if q.op == "wgrad":  # the 2-D tile-order kernels
-        if q.kernel[0] != 1 or q.in_size[0] != 1 or q.out_size[0] != 1 or q.pad_lo[0] != 0:
-            reasons.append("wgrad of a 3-D problem (wgrad runs 2-D problems only)")
-        if q.dilation != (1, 1, 1):
-            reasons.append(f"wgrad with dilation {problem.dilation}")
-        if q.stride[0] != 1:
-            reasons.append(f"wgrad with stride {problem.stride}")
     if q.groups != 1:
         reasons.append(f"groups={problem.groups} (dense convolutions only)")
     if not reasons and workspace_bytes(problem) > config.cpu_workspace_bytes:
@@ -777,11 +665,16 @@ def _declines(problem):
     reasons = []
     q = kernel_problem(problem)
     if q.op == "wgrad" and not config.cpu_winograd_wgrad:
-        reasons.append("wgrad: slower than im2col's as measured (config.cpu_winograd_wgrad is off)")
+        reasons.append("wgrad: turned off (config.cpu_winograd_wgrad, CONVOPS_CPU_WINOGRAD_WGRAD=0)")
     small = min(q.c_in, q.c_out)
     if small < config.cpu_winograd_min_channels:
         reasons.append(f"{small} channels: the transforms outweigh the saved multiplications "
                        f"(config.cpu_winograd_min_channels = {config.cpu_winograd_min_channels})")
+    tw = _conv(q).tile_columns
+    if tw < config.cpu_winograd_min_tile_columns:
+        reasons.append(f"rows of {tw} tiles per dilation phase: the junk tile per row and the edges outweigh "
+                       f"the saved multiplications (config.cpu_winograd_min_tile_columns = "
+                       f"{config.cpu_winograd_min_tile_columns})")
     filters = 16 * q.kernel[0] * q.c_in * q.c_out * np.dtype(q.dtype).itemsize
     if filters > config.cpu_winograd_max_filter_bytes:
         reasons.append(f"transformed filters of {filters} bytes, over config.cpu_winograd_max_filter_bytes "
@@ -790,52 +683,61 @@ def _declines(problem):
 
 
 def _wgrad_plan(q):
-    """(tiles per chunk, workspace elements per thread, partial-sum slots) of
-    wgrad: whole K per chunk; slots fixed by the problem (chunk count) and
-    the cap, at most config.cpu_wgrad_max_slots (slot 0 is the result's own
-    accumulator, the others count as workspace)."""
-    tb, _, _ = _tiling(q, q.c_in + q.c_out, 0)
-    per_thread = 16 * ((q.c_in + q.c_out) * tb + 2 * PLANE_GAP)
-    th, tw = (q.out_size[1] + 1) // 2, (q.out_size[2] + 1) // 2
-    slot = max(1, 16 * q.c_in * q.c_out)  # no channels: nothing to sum, one slot
+    """(tile rows per chunk, tile columns per chunk, workspace elements per
+    thread, partial-sum slots) of wgrad: whole K per chunk, about
+    config.cpu_winograd_chunk_bytes per thread; slots fixed by the problem
+    (chunk count) and the cap, at most config.cpu_wgrad_max_slots (slot 0 is
+    the result's own accumulator, the others count as workspace)."""
+    conv = _conv(q)
+    c_in, K = conv.c_in * conv.geo[3], conv.c_out
     itemsize = np.dtype(q.dtype).itemsize
+    share = max(0, config.cpu_workspace_bytes - _filter_bytes(q)) // _threads()
+    budget = min(config.cpu_winograd_chunk_bytes, share) // itemsize
+
+    def elements(width):  # x rows, V, dy tiles, Z, scratch
+        return 8 * c_in * (width + 1) + 16 * (c_in * width + PLANE_GAP) + 4 * K * (width + 1) \
+            + 16 * (K * width + PLANE_GAP) + 4 * width
+
+    tiles = min(max((budget - elements(0)) // (24 * c_in + 20 * K + 4), 16), 512)
+    rb, cb = _rows_and_columns(tiles, conv.tile_columns)
+    per_thread = elements(rb * (cb + 1))
+    slot = max(1, 16 * c_in * K)  # no channels: nothing to sum, one slot
     spare = (config.cpu_workspace_bytes - _filter_bytes(q)) // itemsize - _threads() * per_thread
-    slots = max(1, min(config.cpu_wgrad_max_slots, -(-(q.n * th * tw) // tb), 1 + spare // slot))
-    return tb, per_thread, slots
+    slots = max(1, min(config.cpu_wgrad_max_slots, _chunk_count(q, conv, rb, cb), 1 + spare // slot))
+    return rb, cb, per_thread, slots
 
 
 def _filter_bytes(q) -> int:
-    """The filter transform's arrays (G g G^T, or G^T dU G for wgrad): the
-    transformed filters in the compute dtype (wgrad: its result), and one
-    block's float64 temporaries."""
-    c_in, c_out = (q.c_in, q.c_out) if q.op != "dgrad" else (q.c_out, q.c_in)
-    c_in *= q.kernel[0]
-    return c_in * c_out * 16 * np.dtype(q.dtype).itemsize + min(c_out, _filter_block(c_in)) * c_in * _FILTER_TEMP
+    """The transformed filters (16, K, T*C) in the compute dtype (wgrad: the
+    result's accumulator, slot 0)."""
+    return q.c_in * q.c_out * q.kernel[0] * 16 * np.dtype(q.dtype).itemsize
 
 
 def workspace_bytes(problem) -> int:
     q = kernel_problem(problem)
     itemsize = np.dtype(q.dtype).itemsize
     if q.op == "wgrad":
-        tb, per_thread, slots = _wgrad_plan(q)
-        return (per_thread * _threads() + (slots - 1) * 16 * q.c_in * q.c_out) * itemsize + _filter_bytes(q)
+        _, _, per_thread, slots = _wgrad_plan(q)
+        return (per_thread * _threads() + (slots - 1) * 16 * q.kernel[0] * q.c_in * q.c_out) * itemsize \
+            + _filter_bytes(q)
     return _chunking(q, _conv(q))[3] * _threads() * itemsize + _filter_bytes(q)
 
 
 def wgrad(q, x, dy):
     """dw = G^T dU G, dU[xi] = sum over tiles of (A g A^T)[xi] (B^T d B)[xi]^T
-    (the adjoint of fwd's transforms); non-finite operands or results: the
-    exact path."""
+    (the adjoint of fwd's transforms), over (K, T*C); non-finite operands or
+    results: the exact path."""
     if _finite(x, dy):
-        tb, per_thread, slots = _wgrad_plan(q)
-        partial = np.zeros((slots, 16, q.c_out, q.c_in), x.dtype)
+        rb, cb, per_thread, slots = _wgrad_plan(q)
+        T = q.kernel[0]
+        partial = np.zeros((slots, 16, q.c_out, T * q.c_in), x.dtype)
         ws = np.empty((_threads(), per_thread), x.dtype)
         with single_threaded_blas:
-            _winograd_wgrad(gemm_for(x.dtype), THREADS_LOCAL, _planes(x, q.in_size), _planes(dy, q.out_size),
-                            q.pad_lo[1], q.pad_lo[2], tb, partial, ws)
-        dw = filter_gradient(partial, x.dtype)
+            _winograd_wgrad(gemm_for(x.dtype), THREADS_LOCAL, x, dy, _conv(q).geo, rb, cb, partial, ws)
+        dw = filter_gradient(partial, x.dtype)  # (K, T*C, 3, 3) -> (K, C, T, 3, 3)
+        dw = np.ascontiguousarray(dw.reshape(q.c_out, T, q.c_in, 3, 3).transpose(0, 2, 1, 3, 4))
         if _finite(dw):
-            return dw.reshape(q.w_shape)
+            return dw
     return im2col.wgrad(q, x, dy)
 
 
