@@ -119,10 +119,12 @@ cpu_min_chunk_positions = 256
 # Winograd F(2x2,3x3) runs 3x3 stride-1 layers with at least this many input
 # and output channels (fewer: the transforms cost more than they save).
 cpu_winograd_min_channels = 16
-# ... and transform-domain filters (16 * C * K elements) of at most this many
-# bytes: every chunk of tiles reads all of them, so they must stay in cache
-# (ResNet's 256-channel 3x3 layer, 4 MiB of them, ran 2.4x slower than im2col).
-cpu_winograd_max_filter_bytes = 1 * 2**20
+# ... and transform-domain filters (16 * T * C * K elements) of at most this
+# many bytes: every chunk of tiles reads all of them (2026-11-23, 3x3 fwd
+# against oneDNN, winograd / im2col: 128 channels 28x28 (1 MiB) 0.93 / 0.60,
+# 256 channels 14x14 (4 MiB) 0.94 / 0.63, 512 channels 14x14 (16 MiB)
+# 0.62 / 0.67, 512 channels 28x28 0.48 / 0.73).
+cpu_winograd_max_filter_bytes = 4 * 2**20
 # ... and output rows (of a dilation phase) of at least this many 2x2 tiles:
 # each row carries one junk tile, and the edges cost more on short rows
 # (2026-11-23, 8 images x 64 channels: 14x14 1.23x im2col's speed, 7x7 phases

@@ -9,7 +9,11 @@ import numpy as np
 import pytest
 
 import convops as co
-from convops import dispatch, problems, registry
+from convops import config, dispatch, problems, reference, registry
+from convops.cpu import im2col
+from convops.cpu.common import kernel_problem
+
+from helpers import assert_close
 
 
 NUMBA = [i for i in co.implementations(backend="numba")]
@@ -136,3 +140,35 @@ def test_adjoint_identities_per_algorithm(p):
                 assert abs(lhs - np.vdot(w, g.run(p.grad_weight(), x, y, None))) <= 1e-12 * scale, (f.name, g.name)
                 ran += 1
     assert ran >= 4
+
+
+@pytest.mark.parametrize("op", ["fwd", "dgrad", "wgrad"])
+def test_im2col_blocks_the_reduction_before_the_output_channels(op):
+    """A 512 x 512 3x3 layer's columns exceed a chunk: im2col splits the
+    channels (the GEMMs' reduction), not the output channels.  Splitting the
+    output channels first cut them to blocks of one, each rebuilding the
+    columns (1.6 s for a 4 x 512 x 28 x 28 forward, against 0.1 s), and its
+    result is checked against the reference at a size that blocks the same way."""
+    p = problems.NETWORKS["resnet50-3x3-c64"]
+    p = type(p)(**{**p.__dict__, "n": 4, "c_in": 512, "c_out": 512}).with_op(op)
+    t = im2col._tiling(kernel_problem(p))
+    assert t.flat and t.kb == 512 and t.cb < 512
+
+
+def test_im2col_channel_blocks_against_the_reference(monkeypatch):
+    monkeypatch.setattr(config, "cpu_chunk_bytes", 40 * 1024)  # 40 KiB: channel blocks of 8 of the 24
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 24, 9, 10)).astype(np.float32)
+    w = rng.standard_normal((20, 24, 3, 3)).astype(np.float32)
+    q = kernel_problem(co.explain(x, w, padding=1).problem)
+    t = im2col._tiling(q)
+    assert t.cb < 24 and t.kb == 20
+    x64, w64 = x.astype(np.float64), w.astype(np.float64)
+    assert_close(co.conv(x, w, padding=1, algorithm="im2col"),
+                 reference.forward(co.explain(x64, w64, padding=1).problem, x64, w64), "float32")
+    dy = rng.standard_normal((2, 20, 9, 10)).astype(np.float32)
+    pd = co.explain(x64, w64, padding=1).problem
+    assert_close(co.conv_grad_input(dy, w, x.shape, padding=1, algorithm="im2col"),
+                 reference.grad_input(pd.grad_input(), dy.astype(np.float64), w64), "float32")
+    assert_close(co.conv_grad_weight(x, dy, w.shape, padding=1, algorithm="im2col"),
+                 reference.grad_weight(pd.grad_weight(), x64, dy.astype(np.float64)), "float32")

@@ -1,6 +1,8 @@
-"""Winograd minimal filtering F(2x2, 3x3) (Lavin & Gray, 2015) for 2-D 3x3
-stride-1 undilated dense convolutions: forward; dgrad as the forward
-convolution of dy with the flipped, channel-transposed filter; wgrad through
+"""Winograd minimal filtering F(2x2, 3x3) (Lavin & Gray, 2015) for dense
+convolutions whose last two filter dims are 3x3 with stride 1 there: 2-D,
+dilated (any dilation), and 3-D with T x 3 x 3 filters (any depth stride,
+dilation and padding).  Forward; dgrad as the forward convolution of dy
+with the flipped, channel-transposed filter (depth stride 1); wgrad through
 the adjoint transforms (dW = G^T [sum over tiles (A g A^T) (B^T d B)^T] G).
 
 Each 4x4 input tile d (stride 2, overlapping by 2) gives a 2x2 output tile
@@ -9,12 +11,19 @@ Each 4x4 input tile d (stride 2, overlapping by 2) gives a 2x2 output tile
 
 so the 9 multiplications per output per channel pair become 16 per 2x2 tile
 (2.25x fewer), done as 16 GEMMs (K x C) @ (C x tiles) on BLAS, one per
-transform-domain position.  Work is split into chunks of tiles (a fixed
-size, decided by the problem alone): a parallel iteration transforms its
-chunk's input tiles into its workspace, runs the 16 GEMMs on one BLAS thread
-while the chunk is in cache, and transforms the products back into the
-output.  Every output element is computed by exactly one iteration in a fixed
-order, so results are bitwise identical across runs and thread counts.
+transform-domain position.  A dilated layer is one such convolution per
+output phase (rows and columns dil apart: the taps of a phase are adjacent
+in its sub-image); a 3-D layer sums its depth taps inside the GEMMs, whose
+reduction runs over (tap, channel) pairs.
+
+Work is split into chunks of whole tile rows (a fixed size, decided by the
+problem alone; a row wider than a chunk is split into column blocks): a
+parallel iteration gathers its rows' inputs, transforms them into its
+workspace, runs the 16 GEMMs on one BLAS thread while the chunk is in cache,
+and transforms the products back into the output.  Every output element is
+computed by exactly one iteration in a fixed order, so results are bitwise
+identical across runs and thread counts; wgrad sums its chunks into a fixed
+number of partial-sum slots, each in chunk order.
 
 The transforms have only 0, +-1 and +-1/2 (G) as coefficients, so the error
 stays within a small factor of direct summation's (tests/test_winograd.py
@@ -26,10 +35,10 @@ not; so operands that are not all finite, and calls whose result is not all
 finite, run through im2col's kernels instead (same call, exact IEEE
 propagation).
 
-Limits (``supports``): kernel 3x3 (2-D, or 3-D with one depth tap over one
-depth plane and no depth padding), stride 1, dilation 1, groups 1.  Strided,
-dilated and transposed layers reach it through the phase algorithms
-(space_to_batch, subpixel), whose stride-1 sub-problems it runs.
+Limits (``supports``): filters (T x) 3 x 3, stride 1 in height and width
+(and in depth for dgrad), groups 1.  Strided and transposed layers reach it
+through the phase algorithms (polyphase, subpixel) where their stride-1
+sub-problems fit.
 """
 
 from __future__ import annotations
