@@ -332,6 +332,29 @@ def _output_transform(mf, ms, k0, kn, geo, g0, rows, fw, tx0, cols, bias, y, sf)
                     yrow[2 * dw * full] = te[full] + b
 
 
+@njit(inline="always")
+def _chunk_grid(n_images, Q, geo, rb, cb):
+    """(tile rows, tile columns per row, column blocks, chunks) of a chunked
+    Winograd convolution with output width Q."""
+    th, dw = geo[2], geo[6]
+    tw = ((Q + dw - 1) // dw + 1) // 2
+    grows = n_images * geo[0] * geo[1] * th
+    col_blocks = (tw + cb - 1) // cb
+    return grows, tw, col_blocks, (grows + rb - 1) // rb * col_blocks * dw
+
+
+@njit(inline="always")
+def _chunk(job, grid, dw, rb, cb):
+    """(first tile row, column phase, first tile column, rows, columns, width
+    in tiles with the junk ones) of chunk ``job``."""
+    grows, tw, col_blocks = grid[0], grid[1], grid[2]
+    g0 = job // (col_blocks * dw) * rb
+    tx0 = job % col_blocks * cb
+    rows = min(rb, grows - g0)
+    cols = min(cb, tw - tx0)
+    return g0, job // col_blocks % dw, tx0, rows, cols, rows * (cols + 1)
+
+
 @njit(parallel=True, cache=True)
 def _winograd(fn, tl, x, u, bias, y, geo, rb, cb, kb, ws):
     """y (N, K, Z, P, Q) = the correlation of x (N, C, D, H, W) with T x 3 x 3
@@ -348,19 +371,10 @@ def _winograd(fn, tl, x, u, bias, y, geo, rb, cb, kb, ws):
     plane PLANE_GAP elements past the last, then the output transform's
     scratch."""
     C = x.shape[1] * geo[3]
-    K, Q = y.shape[1], y.shape[4]
-    th, dw = geo[2], geo[6]
-    tw = ((Q + dw - 1) // dw + 1) // 2
-    grows = x.shape[0] * geo[0] * geo[1] * th
-    col_blocks = (tw + cb - 1) // cb
-    chunks = (grows + rb - 1) // rb * col_blocks * dw
-    for job in prange(chunks):
-        g0 = job // (col_blocks * dw) * rb
-        fw = job // col_blocks % dw
-        tx0 = job % col_blocks * cb
-        rows = min(rb, grows - g0)
-        cols = min(cb, tw - tx0)
-        width = rows * (cols + 1)
+    K = y.shape[1]
+    grid = _chunk_grid(x.shape[0], y.shape[4], geo, rb, cb)
+    for job in prange(grid[3]):
+        g0, fw, tx0, rows, cols, width = _chunk(job, grid, geo[6], rb, cb)
         tid = get_thread_id()
         rs = width + 1
         vs = C * width + PLANE_GAP
@@ -504,22 +518,13 @@ def _winograd_wgrad(fn, tl, x, dy, geo, rb, cb, partial, ws):
     rows, 16 planes (T*C, width) of V, the gathered dy tiles (4K planes),
     16 planes (K, width) of Z, scratch."""
     C = x.shape[1] * geo[3]
-    K, Q = dy.shape[1], dy.shape[4]
-    th, dw = geo[2], geo[6]
-    tw = ((Q + dw - 1) // dw + 1) // 2
-    grows = x.shape[0] * geo[0] * geo[1] * th
-    col_blocks = (tw + cb - 1) // cb
-    chunks = (grows + rb - 1) // rb * col_blocks * dw
+    K = dy.shape[1]
+    grid = _chunk_grid(x.shape[0], dy.shape[4], geo, rb, cb)
     slots = partial.shape[0]
     for slot in prange(slots):
         tid = get_thread_id()
-        for job in range(slot, chunks, slots):
-            g0 = job // (col_blocks * dw) * rb
-            fw = job // col_blocks % dw
-            tx0 = job % col_blocks * cb
-            rows = min(rb, grows - g0)
-            cols = min(cb, tw - tx0)
-            width = rows * (cols + 1)
+        for job in range(slot, grid[3], slots):
+            g0, fw, tx0, rows, cols, width = _chunk(job, grid, geo[6], rb, cb)
             rs = width + 1
             vs = C * width + PLANE_GAP
             zs = K * width + PLANE_GAP
