@@ -133,7 +133,7 @@ cpu_winograd_min_tile_columns = 6
 # Auto uses Winograd for wgrad too (ResNet's c64 layer, 2026-11-23: 0.79x
 # oneDNN against im2col's 0.64x); CONVOPS_CPU_WINOGRAD_WGRAD=0 leaves wgrad
 # to im2col (algorithm="winograd" still runs it).
-cpu_winograd_wgrad = os.environ.get("CONVOPS_CPU_WINOGRAD_WGRAD", "1").strip().lower() in _TRUE
+cpu_winograd_wgrad = os.environ.get("CONVOPS_CPU_WINOGRAD_WGRAD", "").strip().lower() not in ("0", "false", "no", "off")
 # Bytes per thread of one Winograd chunk (its gathered input rows and 16
 # transformed input and output planes): large enough for GEMMs over 100-200
 # tiles (64x64 @ 64x29 ran at 61 GFLOP/s on one core, @ 64x203 at 99), small

@@ -90,10 +90,12 @@ def grad_input(p: ConvProblem, dy: np.ndarray, w: np.ndarray, bias=None) -> np.n
 def grad_weight(p: ConvProblem, x: np.ndarray, dy: np.ndarray, bias=None) -> np.ndarray:
     """dw[k, c, r] = sum_{n, o} dy[n, k, o] * xpad[n, c, o*s + r*d]."""
     xg = _grouped(_pad(x, p), p.groups)
-    dyg = _grouped(dy, p.groups).reshape(p.n, p.groups, p.c_out // p.groups, -1)
+    positions = int(np.prod(p.out_size))  # explicit sizes: -1 is ambiguous for an empty batch
+    dyg = _grouped(dy, p.groups).reshape(p.n, p.groups, p.c_out // p.groups, positions)
     gw = np.zeros((p.groups, p.c_out // p.groups, p.c_in // p.groups) + p.kernel)
     for tap in np.ndindex(*p.kernel):
-        gw[(Ellipsis,) + tap] = np.einsum("ngkp,ngcp->gkc", dyg, xg[_window(p, tap)].reshape(dyg.shape[:2] + (-1, dyg.shape[3])))
+        window = xg[_window(p, tap)].reshape(p.n, p.groups, p.c_in // p.groups, positions)
+        gw[(Ellipsis,) + tap] = np.einsum("ngkp,ngcp->gkc", dyg, window)
     return gw.reshape(p.w_shape).astype(p.dtype)
 
 

@@ -128,3 +128,11 @@ def test_vjp_matches_torch_autograd(nd, rng):
     y, pullback = co.conv_vjp(x, w, b, **kw)
     for ours, theirs in zip((y, *pullback(gy)), (yt, xt.grad, wt.grad, bt.grad)):
         assert_close(ours, theirs.detach().numpy(), "float64", "vjp vs torch autograd")
+
+
+def test_grad_weight_of_an_empty_batch_is_zero():
+    """Found by review: the reshape to (N, groups, K, -1) was ambiguous for N = 0."""
+    from convops import reference
+    p = co.explain(np.zeros((0, 4, 5, 5)), np.zeros((6, 2, 3, 3)), padding=1, groups=2).problem.grad_weight()
+    dw = reference.grad_weight(p, np.zeros((0, 4, 5, 5)), np.zeros((0, 6, 5, 5)))
+    assert dw.shape == (6, 2, 3, 3) and not dw.any()

@@ -332,3 +332,41 @@ def test_the_workspace_it_reports_fits_the_cap_it_was_sized_for(threads, monkeyp
         impl = next(i for i in co.implementations(op=op, backend="numba") if i.algorithm == "winograd")
         assert impl.workspace_bytes(p) <= config.cpu_workspace_bytes
         assert not impl.reasons(p)
+
+
+@pytest.mark.parametrize("op, width, cap", [("fwd", 1200, 80_000), ("wgrad", 1800, 120_000)])
+def test_exact_path_where_im2col_does_not_fit_the_cap(op, width, cap, monkeypatch):
+    """Found by review: a depth-strided 3-D layer with wide rows fits the cap
+    through winograd's column blocks but not through im2col's strided path;
+    its exact path (a non-finite operand) then runs direct's kernels instead
+    of failing im2col's tiling."""
+    monkeypatch.setattr(config, "cpu_workspace_bytes", cap)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, 16, 5, 3, width)).astype(np.float32)
+    w = rng.standard_normal((16, 16, 1, 3, 3)).astype(np.float32)
+    kw = dict(stride=(2, 1, 1), padding=(0, 1, 1))
+    if op == "fwd":
+        plan = co.explain(x, w, **kw)
+        assert plan.chosen.algorithm == "winograd" and "workspace" in str(plan)  # im2col's reason
+        x[0, 0, 0, 1, 5] = np.nan
+        got, ref = co.conv(x, w, **kw), _ref("fwd", x, w, **kw)
+    else:
+        dy = rng.standard_normal((1, 16, 3, 3, width)).astype(np.float32)
+        plan = co.explain(x, dy, "conv_grad_weight", weight_shape=w.shape, **kw)
+        assert plan.chosen.algorithm == "winograd" and "workspace" in str(plan)
+        dy[0, 0, 0, 0, 0] = np.inf
+        got, ref = co.conv_grad_weight(x, dy, w.shape, **kw), _ref("wgrad", x, dy, w_shape=w.shape, **kw)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+    np.testing.assert_array_equal(np.isinf(got), np.isinf(ref))
+    assert_close(got, ref, "float32")
+
+
+@pytest.mark.parametrize("value, on", [("", True), ("1", True), ("yes", True), ("0", False), ("off", False)])
+def test_the_wgrad_switch(value, on):
+    """Found by review: an empty CONVOPS_CPU_WINOGRAD_WGRAD turned it off."""
+    import subprocess
+    import sys
+    code = "from convops import config; print(config.cpu_winograd_wgrad)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**__import__("os").environ, "CONVOPS_CPU_WINOGRAD_WGRAD": value}).stdout
+    assert out.strip() == str(on)

@@ -17,7 +17,8 @@ in its sub-image); a 3-D layer sums its depth taps inside the GEMMs, whose
 reduction runs over (tap, channel) pairs.
 
 Work is split into chunks of whole tile rows (a fixed size, decided by the
-problem alone; a row wider than a chunk is split into column blocks): a
+problem and the workspace cap's share per pool thread; a row wider than a
+chunk is split into column blocks): a
 parallel iteration gathers its rows' inputs, transforms them into its
 workspace, runs the 16 GEMMs on one BLAS thread while the chunk is in cache,
 and transforms the products back into the output.  Every output element is
@@ -32,8 +33,8 @@ summation, a NaN or infinity in one input element would reach whole 2x2
 output tiles around it (inf - inf in the transforms), and finite values near
 the dtype's limit can overflow in the transforms where direct summation does
 not; so operands that are not all finite, and calls whose result is not all
-finite, run through im2col's kernels instead (same call, exact IEEE
-propagation).
+finite, run through im2col's kernels instead (direct's where im2col's do not
+fit the workspace cap; same call, exact IEEE propagation).
 
 Limits (``supports``): filters (T x) 3 x 3, stride 1 in height and width
 (and in depth for dgrad), groups 1.  Strided and transposed layers reach it
@@ -50,7 +51,7 @@ from numba import get_thread_id, njit, prange
 
 from .. import config
 from .blas import THREADS_LOCAL, gemm, gemm_for, single_threaded_blas
-from . import im2col
+from . import direct, im2col
 from .im2col import _threads  # workspace rows: the whole Numba pool
 from .common import Kernels, kernel_problem, register_algorithm
 
@@ -625,6 +626,14 @@ def _run(q, a, u, bias):
     return y
 
 
+def _exact(q):
+    """The kernels of the exact path: im2col's, or direct's (no workspace)
+    where im2col's tiling does not fit the workspace cap (a depth-strided
+    3-D layer with wide rows, which winograd splits into column blocks but
+    im2col's strided path needs whole)."""
+    return direct.KERNELS if isinstance(im2col._tiling(q), str) else im2col
+
+
 def _finite(*arrays) -> bool:
     """No NaN or infinity in the arrays (a finite sum says so; a sum that
     overflows only sends the call to the exact path)."""
@@ -642,7 +651,7 @@ def fwd(q, x, w, bias):
         y = _run(q, x, u, bias)
         if _finite(y):
             return y
-    return im2col.fwd(q, x, w, bias)
+    return _exact(q).fwd(q, x, w, bias)
 
 
 def dgrad(q, dy, w, bias):
@@ -655,7 +664,7 @@ def dgrad(q, dy, w, bias):
         dx = _run(q, dy, filter_transform(wt), bias)
         if _finite(dx):
             return dx
-    return im2col.dgrad(q, dy, w, bias)
+    return _exact(q).dgrad(q, dy, w, bias)
 
 
 def _supports(problem):
@@ -752,7 +761,7 @@ def wgrad(q, x, dy):
         dw = np.ascontiguousarray(dw.reshape(q.c_out, T, q.c_in, 3, 3).transpose(0, 2, 1, 3, 4))
         if _finite(dw):
             return dw
-    return im2col.wgrad(q, x, dy)
+    return _exact(q).wgrad(q, x, dy)
 
 
 register_algorithm("winograd", Kernels(fwd, dgrad, wgrad), supports=_supports, declines=_declines,
