@@ -135,16 +135,18 @@ def filter_gradient(partial: np.ndarray, dtype) -> np.ndarray:
 PLANE_GAP = 16
 
 
-# ---- forward (and dgrad) kernels: chunks of whole tile rows, transforms as long vector loops ----
+# ---- the kernels (fwd, dgrad, wgrad): chunks of whole tile rows, transforms as long vector loops ----
 #
 # Tiles are numbered in rows of tw + 1 (one "junk" tile past the last real
 # one), so that within a chunk the 4x4 tile t starts at column 2t of a
-# gathered copy of its 4 input rows whose rows are 2*(tw + 1) columns long:
-# every transform is then a loop over all of the chunk's tiles with constant
-# strides (1 or 2), which LLVM vectorizes; loops over one tile row (tw
-# iterations, 1-2 vectors) ran at a third of the speed.  The junk tiles'
-# results are computed and never stored.  Each loop writes one plane, so
-# LLVM's run-time alias checks stay few enough for it to vectorize.
+# gathered copy of its 4 input rows whose rows are 2*(tw + 1) columns long,
+# split into even and odd columns: every transform is then a loop over all
+# of the chunk's tiles with stride-1 reads, which LLVM vectorizes.  (The
+# tile-by-tile transforms before were scalar: 6.8 ms serial for ResNet's c64
+# 56x56 input transform, now 1.6 ms plus the gather.)  The junk tiles'
+# results are computed and never stored (wgrad: their dy tiles are zero).
+# Each loop writes one plane, so LLVM's run-time alias checks stay few
+# enough for it to vectorize.
 
 
 @njit(inline="always")
