@@ -577,15 +577,21 @@ def _conv(q) -> _Conv:
     return _Conv(c_in, c_out, tuple(out_size), (out_size[0], dh, th, T, sd, dd, dw) + tuple(pad))
 
 
+def _chunk_budget(q) -> int:
+    """Elements per thread a chunk aims for: config.cpu_winograd_chunk_bytes,
+    or less where the workspace cap's share per pool thread (after the
+    transformed filters) is smaller."""
+    share = max(0, config.cpu_workspace_bytes - _filter_bytes(q)) // _threads()
+    return min(config.cpu_winograd_chunk_bytes, share) // np.dtype(q.dtype).itemsize
+
+
 def _chunking(q, conv):
     """(tile rows per chunk, tile columns per chunk, output channels per
     block, workspace elements per thread) of fwd/dgrad: a chunk's arrays fill
     about config.cpu_winograd_chunk_bytes, with 16 to 512 tiles (narrower
     GEMMs run poorly); whole tile rows unless one row is over 512 tiles;
     many channels block the output channels first."""
-    itemsize = np.dtype(q.dtype).itemsize
-    share = max(0, config.cpu_workspace_bytes - _filter_bytes(q)) // _threads()
-    budget = min(config.cpu_winograd_chunk_bytes, share) // itemsize
+    budget = _chunk_budget(q)
     c_in, c_out = conv.c_in * conv.geo[3], conv.c_out  # the reduction covers the depth taps
 
     def per_thread(tiles, kb):  # gathered rows, v, m, output scratch
@@ -716,8 +722,7 @@ def _wgrad_plan(q):
     conv = _conv(q)
     c_in, K = conv.c_in * conv.geo[3], conv.c_out
     itemsize = np.dtype(q.dtype).itemsize
-    share = max(0, config.cpu_workspace_bytes - _filter_bytes(q)) // _threads()
-    budget = min(config.cpu_winograd_chunk_bytes, share) // itemsize
+    budget = _chunk_budget(q)
 
     def elements(width):  # x rows, V, dy tiles, Z, scratch
         return 8 * c_in * (width + 1) + 16 * (c_in * width + PLANE_GAP) + 4 * K * (width + 1) \
