@@ -172,3 +172,56 @@ def test_im2col_channel_blocks_against_the_reference(monkeypatch):
                  reference.grad_input(pd.grad_input(), dy.astype(np.float64), w64), "float32")
     assert_close(co.conv_grad_weight(x, dy, w.shape, padding=1, algorithm="im2col"),
                  reference.grad_weight(pd.grad_weight(), x64, dy.astype(np.float64)), "float32")
+
+
+def _column_phase_cases():
+    """Widths around the column-phase split (W = 1..9: odd, even, shorter
+    than the kernel), column strides 2 and 3, low/high padding from none to
+    past the kernel, column dilation 1 and 2, and a 3x3 and a 2x3 kernel."""
+    for W in (1, 2, 3, 4, 5, 8, 9):
+        for st in (2, 3):
+            for lo, hi in ((0, 0), (1, 1), (0, 2), (3, 1)):
+                for d in (1, 2):
+                    for kh in (3, 2):
+                        yield W, st, lo, hi, d, kh
+
+
+def _column_phase_problem(W, st, lo, hi, d, kh, groups, c):
+    try:
+        return co.ConvProblem.forward(n=2, c_in=c, c_out=c * (2 if groups > 1 else 1), in_size=(5, W),
+                                      kernel=(kh, 3), stride=(2, st), padding=((1, 0), (lo, hi)),
+                                      dilation=(1, d), groups=groups, dtype="float64")
+    except ValueError:  # no output: the padded row is shorter than the kernel
+        return None
+
+
+@pytest.mark.parametrize("algorithm", ["depthwise", "im2col"])
+def test_column_stride_phase_paths_against_the_reference(algorithm):
+    """depthwise splits each row into column phases (stride 2: both phases in
+    one loop, the 3x3 kernel's nine phase views) and im2col's strided dgrad
+    adds into column-phase rows joined at the end: fwd, dgrad and wgrad of
+    every edge width against the reference (float64, exact order-free
+    tolerance), bias included."""
+    impl = {(i.name, i.op): i for i in NUMBA}
+    groups, c = (3, 3) if algorithm == "depthwise" else (1, 3)
+    rng = np.random.default_rng(11)
+    ran = 0
+    for case in _column_phase_cases():
+        p = _column_phase_problem(*case, groups, c)
+        if p is None or p.is_empty:
+            continue
+        x = rng.standard_normal(p.x_shape)
+        w = rng.standard_normal(p.w_shape)
+        dy = rng.standard_normal(p.y_shape)
+        bias = rng.standard_normal(p.c_out)
+        dbias = rng.standard_normal(p.c_in)
+        for op, a, b, bb, ref in (("fwd", x, w, bias, reference.forward),
+                                  ("dgrad", dy, w, dbias, reference.grad_input),
+                                  ("wgrad", x, dy, None, reference.grad_weight)):
+            q = p.with_op(op)
+            i = impl[(f"numba/{algorithm}", op)]
+            assert not i.reasons(q), (case, i.reasons(q))
+            got = i.run(q, a, b, bb)
+            assert_close(got, ref(q, a, b, bb), "float64", f"{algorithm} {op} {case}")
+            ran += 1
+    assert ran > 300

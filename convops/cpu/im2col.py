@@ -97,12 +97,19 @@ def _im2col(x, c0, cn, kernel, stride, dilation, pad, out_size, u0, u1, col):
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def _col2im(col, c0, cn, kernel, stride, dilation, pad, out_size, u0, u1, dx):
+def _col2im(col, c0, cn, kernel, stride, dilation, pad, out_size, u0, u1, dx, W):
     """The adjoint of _im2col: dx[c0 + c, iz, iy, q*s2 + off] += col[(c, t, r, s), ...]
-    for one image dx (C, D, H, W), rows in order (deterministic)."""
-    C, D, H, W = dx.shape
+    for one image dx (C, D, H, W), rows in order (deterministic).
+
+    With a column stride s2 > 1, dx's rows are held split by column phase
+    (dx[..., f*m + j] is column j*s2 + f, m = ceil(W/s2); _join_phases undoes it,
+    so its last axis is s2*m long): every tap's segment is then one
+    contiguous add instead of a strided scatter."""
+    C, D, H = dx.shape[0], dx.shape[1], dx.shape[2]
     T, R, S = kernel
     P0, P1, P2 = out_size
+    st = stride[2]
+    m = (W + st - 1) // st
     row = 0
     for c in range(cn):
         dc = dx[c0 + c]
@@ -110,11 +117,13 @@ def _col2im(col, c0, cn, kernel, stride, dilation, pad, out_size, u0, u1, dx):
             for r in range(R):
                 for s in range(S):
                     off = s * dilation[2] - pad[2]
-                    lo, hi = valid_range(off, stride[2], W, P2)
+                    lo, hi = valid_range(off, st, W, P2)
                     crow = col[row]
                     row += 1
                     if lo >= hi:
                         continue
+                    f = off % st  # column q*st + off = (q + shift)*st + f
+                    start = f * m + (off - f) // st
                     base = 0
                     for u in range(u0, u1):
                         iz = source_index(u // P1, stride[0], t, dilation[0], pad[0], D)
@@ -124,11 +133,26 @@ def _col2im(col, c0, cn, kernel, stride, dilation, pad, out_size, u0, u1, dx):
                         if iz < 0 or iy < 0:
                             continue
                         drow = dc[iz, iy]
-                        if stride[2] == 1:
-                            drow[lo + off:hi + off] += seg[lo:hi]
-                        else:
-                            for q in range(lo, hi):
-                                drow[q * stride[2] + off] += seg[q]
+                        dst = drow[start + lo:start + hi]
+                        src = seg[lo:hi]
+                        for i in range(hi - lo):
+                            dst[i] += src[i]
+
+
+@njit(inline="always")
+def _join_phases(split, dx, st):
+    """dx[..., j*st + f] = split[..., f*m + j] over one image's channel planes
+    (C', D, H, st*m) -> (C', D, H, W): undo _col2im's column-phase split."""
+    C, D, H, W = dx.shape
+    m = split.shape[3] // st
+    for c in range(C):
+        for z in range(D):
+            for y in range(H):
+                src = split[c, z, y]
+                dst = dx[c, z, y]
+                for f in range(st):
+                    for j in range((W - f + st - 1) // st):
+                        dst[j * st + f] = src[f * m + j]
 
 
 @njit(inline="always")
@@ -181,10 +205,12 @@ def _fwd(fn, tl, x, w2, bias, y, kernel, stride, dilation, pad, groups, upc, cb,
 
 
 @njit(parallel=True, cache=True)
-def _dgrad(fn, tl, dy, w2, dx, kernel, stride, dilation, pad, groups, upc, cblock, pointwise, ws):
+def _dgrad(fn, tl, dy, w2, dx, split, kernel, stride, dilation, pad, groups, upc, cblock, pointwise, ws):
     """Strided columns.  Iteration = (n, group, block of cblock input channels):
     for every chunk, col = W_g[:, block]^T @ dY_chunk, then col2im into the
-    block's dx planes (zero-initialized by the caller)."""
+    block's planes of ``split`` (zero-initialized by the caller): dx itself
+    for a unit column stride, else dx's rows split by column phase (see
+    _col2im), joined into dx once the block is done."""
     N, C = dx.shape[0], dx.shape[1]
     K = dy.shape[1]
     P0, P1, P2 = dy.shape[2], dy.shape[3], dy.shape[4]
@@ -216,7 +242,11 @@ def _dgrad(fn, tl, dy, w2, dx, kernel, stride, dilation, pad, groups, upc, cbloc
             else:
                 col = ws[get_thread_id(), :rows * width].reshape(rows, width)
                 gemm(fn, tl, True, False, rows, width, Kg, 1.0, wblock, rows_g, src, ptot, 0.0, col, width)
-                _col2im(col, g * Cg + c0, cn, kernel, stride, dilation, pad, (P0, P1, P2), u0, u1, dx[n])
+                _col2im(col, g * Cg + c0, cn, kernel, stride, dilation, pad, (P0, P1, P2), u0, u1, split[n],
+                        dx.shape[4])
+        if stride[2] > 1 and not pointwise:
+            c1 = g * Cg + c0
+            _join_phases(split[n, c1:c1 + cn], dx[n, c1:c1 + cn], stride[2])
 
 
 @njit(parallel=True, cache=True)
@@ -551,7 +581,8 @@ def _tiling(q) -> "Tiling | str":
 def workspace_bytes(problem) -> int:
     """Columns and temporaries of every thread, plus wgrad's extra partial-sum
     slots.  Not counted: the zero-padded copy of the input (or of the input
-    gradient) the flat layout works on, which is the size of the operand."""
+    gradient) the flat layout works on, and strided dgrad's column-phase
+    split of the input gradient: each about the size of the operand."""
     q = kernel_problem(problem)
     t = _tiling(q)
     if isinstance(t, str):
@@ -598,8 +629,13 @@ def dgrad(q, dy, w, bias):
             dx = np.empty(q.x_shape, dy.dtype)
             _box_copy(dx, gxp, q.pad_lo, False)
         else:
-            dx = np.zeros(q.x_shape, dy.dtype)
-            _dgrad(gemm_for(dy.dtype), THREADS_LOCAL, dy, w2, dx, q.kernel, q.stride, q.dilation, q.pad_lo,
+            st = q.stride[2]
+            if st > 1 and not t.pointwise:  # _col2im's column-phase split rows
+                dx = np.empty(q.x_shape, dy.dtype)
+                split = np.zeros(q.x_shape[:-1] + (st * -(-q.in_size[2] // st),), dy.dtype)
+            else:
+                dx = split = np.zeros(q.x_shape, dy.dtype)
+            _dgrad(gemm_for(dy.dtype), THREADS_LOCAL, dy, w2, dx, split, q.kernel, q.stride, q.dilation, q.pad_lo,
                    q.groups, t.step, t.cb, t.pointwise, ws)
     if bias.size:
         dx += bias.reshape((-1,) + (1,) * 3)
