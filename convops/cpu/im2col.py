@@ -105,7 +105,7 @@ def _col2im(col, c0, cn, kernel, stride, dilation, pad, out_size, u0, u1, dx, W)
     (dx[..., f*m + j] is column j*s2 + f, m = ceil(W/s2); _join_phases undoes it,
     so its last axis is s2*m long): every tap's segment is then one
     contiguous add instead of a strided scatter."""
-    C, D, H = dx.shape[0], dx.shape[1], dx.shape[2]
+    D, H = dx.shape[1], dx.shape[2]
     T, R, S = kernel
     P0, P1, P2 = out_size
     st = stride[2]
