@@ -6,7 +6,8 @@ PyTorch on a GPU (``cudnn.benchmark = True``, TF32 off).  Calls are
 interleaved (ours, theirs, ours, ...) after a warm-up, and the median is
 reported; the first call (Numba JIT or cache load, NVRTC) is timed apart.
 GFLOP/s counts ``2*N*K*(C/groups)*prod(kernel)*prod(output)`` for every
-pass; depthwise layers also report GB/s of compulsory traffic.  ratio = peer
+pass; depthwise layers also report GB/s of compulsory traffic and its share
+of a parallel copy's bandwidth measured in the same run.  ratio = peer
 time / convops time (above 1: convops is faster).  Speed is never asserted in
 tests; numbers are reported with the machine and the date.
 """
@@ -96,6 +97,26 @@ def sgemm_peak(size: int = 2048, reps: int = 5) -> float:
     return 2 * size ** 3 / min(_timed(lambda: blas.sgemm(1.0, a, b)) for _ in range(reps)) / 1e9
 
 
+def copy_bandwidth(megabytes: int = 256, reps: int = 5) -> float:
+    """GB/s of a parallel copy on the Numba threads (bytes read + bytes
+    written, as the layers' compulsory traffic counts them): the ceiling of
+    a memory-bound (depthwise) layer."""
+    from numba import njit, prange
+
+    @njit(parallel=True)
+    def copy(src, dst, blocks):
+        step = (src.size + blocks - 1) // blocks
+        for b in prange(blocks):
+            lo = b * step
+            hi = min(src.size, lo + step)
+            dst[lo:hi] = src[lo:hi]
+
+    src = np.ones(megabytes * 2**20 // 4, np.float32)
+    dst = np.empty_like(src)
+    copy(src, dst, 64)
+    return 2 * src.nbytes / min(_timed(lambda: copy(src, dst, 64)) for _ in range(reps)) / 1e9
+
+
 def _torch():
     try:
         import torch
@@ -158,6 +179,7 @@ def run_cpu(quick=False, threads=None, reps=None, algorithms=False, only=None, p
     rows = []
     with threadpool_limits(limits=threads, user_api="blas"):
         peak = sgemm_peak(1024 if quick else 2048, 3 if quick else 5)
+        bandwidth = copy_bandwidth(64 if quick else 256, 3 if quick else 5)
         with progress_bar(total, "pass", progress) as bar:
             for name, passes, xs, ws, kw, transposed in layers:
                 if quick:  # a quarter of the batch, but never below 2 (a batch of one is another problem)
@@ -193,10 +215,13 @@ def run_cpu(quick=False, threads=None, reps=None, algorithms=False, only=None, p
                                          gflops=gf, peer_ms=mt * 1e3, peer_gflops=p.flops / mt / 1e9,
                                          ratio=mt / mo, target=TARGETS.get((name, op), float("nan")),
                                          frac_peak=gf / peak,
-                                         gbytes_s=p.bytes / mo / 1e9 if p.is_depthwise else float("nan")))
+                                         gbytes_s=p.bytes / mo / 1e9 if p.is_depthwise else float("nan"),
+                                         frac_copy=p.bytes / mo / 1e9 / bandwidth if p.is_depthwise
+                                         else float("nan")))
                     bar.update()
     meta = dict(date=str(datetime.date.today()), device="cpu", machine=cpu_name(), cpus=os.cpu_count(),
-                threads=threads, blas=blas_kernels(), sgemm_peak_gflops=round(peak, 1), peer="torch (oneDNN)",
+                threads=threads, blas=blas_kernels(), sgemm_peak_gflops=round(peak, 1),
+                copy_gbytes_s=round(bandwidth, 1), peer="torch (oneDNN)",
                 torch=torch.__version__, numpy=np.__version__, numba=numba.__version__, convops=co.__version__,
                 quick=quick)
     return meta, rows
@@ -277,7 +302,7 @@ def table(meta, rows) -> str:
     """The terminal table of one run."""
     peer = "torch" if meta["device"] == "cpu" else "cuDNN"
     head = ["layer", "pass", "batch", "algorithm", "first s", "ms", "GFLOP/s", f"{peer} ms", "ratio", "target",
-            "%peak", "GB/s"]
+            "%peak", "GB/s", "%copy"]
     lines = [f"{meta['device']}: {meta['machine']}; " + ", ".join(
         f"{k} {v}" for k, v in meta.items() if k not in ("device", "machine", "date")) + f"; {meta['date']}"]
     body = []
@@ -287,14 +312,16 @@ def table(meta, rows) -> str:
                      f"{r['ms']:.3f}", f"{r['gflops']:.1f}", f"{r['peer_ms']:.3f}", f"{r['ratio']:.2f}",
                      "-" if np.isnan(r["target"]) else f"{r['target']:.2f}",
                      "-" if np.isnan(r["frac_peak"]) else f"{100 * r['frac_peak']:.0f}",
-                     "-" if np.isnan(r["gbytes_s"]) else f"{r['gbytes_s']:.1f}"])
+                     "-" if np.isnan(r.get("gbytes_s", np.nan)) else f"{r['gbytes_s']:.1f}",
+                     "-" if np.isnan(r.get("frac_copy", np.nan)) else f"{100 * r['frac_copy']:.0f}"])
     widths = [max(len(str(row[i])) for row in [head] + body) for i in range(len(head))]
     for row in [head] + body:
         lines.append("  ".join(str(v).rjust(w) if i >= 4 or i == 2 else str(v).ljust(w)
                                for i, (v, w) in enumerate(zip(row, widths))))
     lines.append(f"* = algorithm='auto' (its choice shown); first s = the first call (compilation or cache load); "
                  f"ratio = {peer} time / convops time (above 1: convops is faster); target = the goal for that "
-                 f"ratio; %peak = share of the measured SGEMM peak")
+                 f"ratio; %peak = share of the measured SGEMM peak; GB/s = compulsory traffic (depthwise); "
+                 f"%copy = its share of the measured copy bandwidth")
     return "\n".join(lines)
 
 

@@ -123,10 +123,14 @@ def test_bench_quick_one_layer_table_csv_and_png(tmp_path):
         records = list(csv.DictReader(f))
     assert len(records) == 4
     for column in ("date", "machine", "threads", "sgemm_peak_gflops", "torch", "layer", "op", "algorithm", "ms",
-                   "gflops", "peer_ms", "ratio", "target", "frac_peak", "gbytes_s"):
+                   "gflops", "peer_ms", "ratio", "target", "frac_peak", "gbytes_s", "copy_gbytes_s", "frac_copy"):
         assert column in records[0], column
     assert all(float(r["ms"]) > 0 and float(r["ratio"]) > 0 for r in records)
     assert all(float(r["gbytes_s"]) > 0 for r in records if r["layer"].startswith("mobilenetv2"))
+    dw = [r for r in records if r["layer"].startswith("mobilenetv2")]
+    for r in dw:  # %copy is GB/s over the copy bandwidth measured in the same run
+        share = float(r["gbytes_s"]) / float(r["copy_gbytes_s"])
+        assert abs(float(r["frac_copy"]) - share) <= 0.01 * share + 1e-3, r
     from matplotlib import image
     assert png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     pixels = image.imread(png_path)
