@@ -141,6 +141,14 @@ cpu_winograd_wgrad = os.environ.get("CONVOPS_CPU_WINOGRAD_WGRAD", "").strip().lo
 # 2026-11-23's Zen 4 (ResNet c64 56x56 and c128 28x28 fwd/dgrad, min of 11):
 # 512 KiB 0.85-0.97x oneDNN, 1-2 MiB 0.96-1.18x, 3-4 MiB 0.68-0.95x.
 cpu_winograd_chunk_bytes = _env_bytes("CONVOPS_CPU_WINOGRAD_CHUNK_BYTES", 1536 * 2**10)
+# The same for Winograd wgrad, whose 16 GEMMs reduce over a chunk's tiles
+# into (K x C) accumulators read and written once per chunk: it wants longer
+# chunks, and at least max(C, K) tiles (up to 512) where the workspace cap
+# allows (cpu/winograd.py _wgrad_plan).  Measured 2026-11-23 (same process,
+# min of 7, 4 rounds), wgrad ms with session 8's plan (1.5 MiB) / this one:
+# c64 56x56 13.0 / 12.9, c128 28x28 16.7 / 13.5, c256 14x14 50.2 / 12.8,
+# DeepLab d2 17.9 / 16.2, conv3d c32 8.4 / 7.2.
+cpu_winograd_wgrad_chunk_bytes = _env_bytes("CONVOPS_CPU_WINOGRAD_WGRAD_CHUNK_BYTES", 4 * 2**20)
 
 # im2col dgrad splits input channels into blocks until there are at least this
 # many parallel iterations (decided by the problem alone: deterministic).

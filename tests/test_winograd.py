@@ -220,6 +220,30 @@ def test_chunking_keeps_at_least_16_tiles_and_blocks_channels():
     assert rb == 1 and cb + 1 <= 512
 
 
+@pytest.mark.parametrize("threads", [2, 24])
+def test_wgrad_chunks_reduce_over_at_least_the_channel_count_within_the_cap(threads, monkeypatch):
+    """wgrad's chunks have at least max(C, K) tiles (its accumulators are
+    read and written once per chunk): 256 for ResNet's c256 14x14 layer,
+    where the 1.5 MiB budget gave 32 (4x slower); never past the workspace
+    cap, which with 24 threads leaves room for fewer."""
+    monkeypatch.setattr(winograd, "_threads", lambda: threads)
+
+    def layer(c, hw):
+        return co.ConvProblem.forward(n=8, c_in=c, c_out=c, in_size=(hw, hw), kernel=(3, 3), stride=(1, 1),
+                                      padding=((1, 1), (1, 1)), dilation=(1, 1), op="wgrad")
+    p = layer(256, 14)
+    q = winograd.kernel_problem(p)
+    rb, cb, per_thread, _ = winograd._wgrad_plan(q)
+    impl = next(i for i in co.implementations(op="wgrad", backend="numba") if i.algorithm == "winograd")
+    assert impl.workspace_bytes(p) <= config.cpu_workspace_bytes
+    if threads == 2:
+        assert rb * (cb + 1) >= 256 and not impl.reasons(p)
+    else:
+        assert 16 <= rb * (cb + 1) < 256
+    rb64, cb64, _, _ = winograd._wgrad_plan(winograd.kernel_problem(layer(64, 56)))
+    assert cb64 == 28 and rb64 * (cb64 + 1) >= 64
+
+
 @pytest.mark.parametrize("chunk_bytes", [1, 200 * 1024])
 @pytest.mark.parametrize("shape", [(3, 16, 5, 69), (2, 16, 40, 33)], ids=str)
 def test_column_blocks_and_chunks_across_images(shape, chunk_bytes, monkeypatch):

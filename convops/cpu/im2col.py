@@ -208,7 +208,7 @@ def _fwd(fn, tl, x, w2, bias, y, kernel, stride, dilation, pad, groups, upc, cb,
 def _dgrad(fn, tl, dy, w2, dx, split, kernel, stride, dilation, pad, groups, upc, cblock, pointwise, ws):
     """Strided columns.  Iteration = (n, group, block of cblock input channels):
     for every chunk, col = W_g[:, block]^T @ dY_chunk, then col2im into the
-    block's planes of ``split`` (zero-initialized by the caller): dx itself
+    block's planes of ``split`` (zeroed by the job): dx itself
     for a unit column stride, else dx's rows split by column phase (see
     _col2im), joined into dx once the block is done."""
     N, C = dx.shape[0], dx.shape[1]
@@ -230,6 +230,8 @@ def _dgrad(fn, tl, dy, w2, dx, split, kernel, stride, dilation, pad, groups, upc
         c0 = cb * cblock
         cn = min(cblock, Cg - c0)
         rows = cn * taps
+        if not pointwise:  # col2im accumulates: the job's planes start at zero (here: in parallel, in cache)
+            split[n, g * Cg + c0:g * Cg + c0 + cn] = 0
         for ch in range(nch):
             u0 = ch * upc
             u1 = min(units, u0 + upc)
@@ -632,9 +634,9 @@ def dgrad(q, dy, w, bias):
             st = q.stride[2]
             if st > 1 and not t.pointwise:  # _col2im's column-phase split rows
                 dx = np.empty(q.x_shape, dy.dtype)
-                split = np.zeros(q.x_shape[:-1] + (st * -(-q.in_size[2] // st),), dy.dtype)
-            else:
-                dx = split = np.zeros(q.x_shape, dy.dtype)
+                split = np.empty(q.x_shape[:-1] + (st * -(-q.in_size[2] // st),), dy.dtype)
+            else:  # (pointwise: the GEMM writes every position)
+                dx = split = np.empty(q.x_shape, dy.dtype)
             _dgrad(gemm_for(dy.dtype), THREADS_LOCAL, dy, w2, dx, split, q.kernel, q.stride, q.dilation, q.pad_lo,
                    q.groups, t.step, t.cb, t.pointwise, ws)
     if bias.size:

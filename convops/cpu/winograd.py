@@ -44,6 +44,8 @@ sub-problems fit.
 
 from __future__ import annotations
 
+import math
+
 from typing import NamedTuple
 
 import numpy as np
@@ -577,12 +579,14 @@ def _conv(q) -> _Conv:
     return _Conv(c_in, c_out, tuple(out_size), (out_size[0], dh, th, T, sd, dd, dw) + tuple(pad))
 
 
-def _chunk_budget(q) -> int:
-    """Elements per thread a chunk aims for: config.cpu_winograd_chunk_bytes,
-    or less where the workspace cap's share per pool thread (after the
-    transformed filters) is smaller."""
+def _chunk_budget(q, chunk_bytes=None) -> int:
+    """Elements per thread a chunk aims for: ``chunk_bytes``
+    (config.cpu_winograd_chunk_bytes by default), or less where the
+    workspace cap's share per pool thread (after the transformed filters)
+    is smaller; ``chunk_bytes=math.inf``: that share."""
     share = max(0, config.cpu_workspace_bytes - _filter_bytes(q)) // _threads()
-    return min(config.cpu_winograd_chunk_bytes, share) // np.dtype(q.dtype).itemsize
+    chunk = config.cpu_winograd_chunk_bytes if chunk_bytes is None else chunk_bytes
+    return int(min(chunk, share)) // np.dtype(q.dtype).itemsize
 
 
 def _chunking(q, conv):
@@ -590,7 +594,9 @@ def _chunking(q, conv):
     block, workspace elements per thread) of fwd/dgrad: a chunk's arrays fill
     about config.cpu_winograd_chunk_bytes, with 16 to 512 tiles (narrower
     GEMMs run poorly); whole tile rows unless one row is over 512 tiles;
-    many channels block the output channels first."""
+    many channels block the output channels first.  (wgrad's floor of
+    max(T*C, K) tiles per chunk, _wgrad_plan, made fwd slower on c256 14x14:
+    8.3 -> 9.6 ms, though faster on c128 28x28: 8.9 -> 7.6.)"""
     budget = _chunk_budget(q)
     c_in, c_out = conv.c_in * conv.geo[3], conv.c_out  # the reduction covers the depth taps
 
@@ -716,19 +722,27 @@ def _declines(problem):
 def _wgrad_plan(q):
     """(tile rows per chunk, tile columns per chunk, workspace elements per
     thread, partial-sum slots) of wgrad: whole K per chunk, about
-    config.cpu_winograd_chunk_bytes per thread; slots fixed by the problem
+    config.cpu_winograd_wgrad_chunk_bytes per thread; slots fixed by the problem
     (chunk count) and the cap, at most config.cpu_wgrad_max_slots (slot 0 is
-    the result's own accumulator, the others count as workspace)."""
+    the result's own accumulator, the others count as workspace).  A chunk
+    has at least max(T*C, K) tiles (up to 512) where the cap allows: each
+    chunk reads and writes the 16 (K x T*C) accumulators once, so shorter
+    reductions are bound by that traffic (c256 14x14: 50 ms at 32 tiles,
+    12.8 ms at 256)."""
     conv = _conv(q)
     c_in, K = conv.c_in * conv.geo[3], conv.c_out
     itemsize = np.dtype(q.dtype).itemsize
-    budget = _chunk_budget(q)
 
     def elements(width):  # x rows, V, dy tiles, Z, scratch
         return 8 * c_in * (width + 1) + 16 * (c_in * width + PLANE_GAP) + 4 * K * (width + 1) \
             + 16 * (K * width + PLANE_GAP) + 4 * width
 
-    tiles = min(max((budget - elements(0)) // (24 * c_in + 20 * K + 4), 16), 512)
+    def fitting(budget):  # tiles whose chunk fits ``budget`` elements
+        return (budget - elements(0)) // (24 * c_in + 20 * K + 4)
+
+    tiles = max(fitting(_chunk_budget(q, config.cpu_winograd_wgrad_chunk_bytes)),
+                min(max(c_in, K), 512, fitting(_chunk_budget(q, math.inf))))
+    tiles = min(max(tiles, 16), 512)
     rb, cb = _rows_and_columns(tiles, conv.tile_columns)
     per_thread = elements(rb * (cb + 1))
     slot = max(1, 16 * c_in * K)  # no channels: nothing to sum, one slot
