@@ -244,6 +244,23 @@ def test_wgrad_chunks_reduce_over_at_least_the_channel_count_within_the_cap(thre
     assert cb64 == 28 and rb64 * (cb64 + 1) >= 64
 
 
+@pytest.mark.parametrize("threads", [16, 64])
+@pytest.mark.parametrize("c, hw", [(64, 56), (128, 28)])
+def test_wgrad_chunks_leave_room_for_a_slot_per_thread(c, hw, threads, monkeypatch):
+    """Found by review: at 16 threads the 4 MiB wgrad chunks took the whole
+    cap, leaving one partial-sum slot (the parallel iterations): the pass
+    ran on one thread.  The chunks now fit in what the slots leave."""
+    monkeypatch.setattr(winograd, "_threads", lambda: threads)
+    p = co.ConvProblem.forward(n=8, c_in=c, c_out=c, in_size=(hw, hw), kernel=(3, 3), stride=(1, 1),
+                               padding=((1, 1), (1, 1)), dilation=(1, 1), op="wgrad")
+    q = winograd.kernel_problem(p)
+    rb, cb, _, slots = winograd._wgrad_plan(q)
+    chunks = winograd._chunk_count(q, winograd._conv(q), rb, cb)
+    assert slots == min(chunks, threads, config.cpu_wgrad_max_slots) and slots > 1
+    impl = next(i for i in co.implementations(op="wgrad", backend="numba") if i.algorithm == "winograd")
+    assert not impl.reasons(p) and impl.workspace_bytes(p) <= config.cpu_workspace_bytes
+
+
 @pytest.mark.parametrize("chunk_bytes", [1, 200 * 1024])
 @pytest.mark.parametrize("shape", [(3, 16, 5, 69), (2, 16, 40, 33)], ids=str)
 def test_column_blocks_and_chunks_across_images(shape, chunk_bytes, monkeypatch):

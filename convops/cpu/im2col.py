@@ -583,8 +583,9 @@ def _tiling(q) -> "Tiling | str":
 def workspace_bytes(problem) -> int:
     """Columns and temporaries of every thread, plus wgrad's extra partial-sum
     slots.  Not counted: the zero-padded copy of the input (or of the input
-    gradient) the flat layout works on, and strided dgrad's column-phase
-    split of the input gradient: each about the size of the operand."""
+    gradient) the flat layout works on, about the size of the operand; and
+    strided dgrad's column-phase split of the input gradient, rows of
+    st*ceil(W/st) elements (dx's size, up to st times it when W < st)."""
     q = kernel_problem(problem)
     t = _tiling(q)
     if isinstance(t, str):

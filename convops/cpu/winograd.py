@@ -579,12 +579,12 @@ def _conv(q) -> _Conv:
     return _Conv(c_in, c_out, tuple(out_size), (out_size[0], dh, th, T, sd, dd, dw) + tuple(pad))
 
 
-def _chunk_budget(q, chunk_bytes=None) -> int:
+def _chunk_budget(q, chunk_bytes=None, reserve=0) -> int:
     """Elements per thread a chunk aims for: ``chunk_bytes``
     (config.cpu_winograd_chunk_bytes by default), or less where the
-    workspace cap's share per pool thread (after the transformed filters)
-    is smaller; ``chunk_bytes=math.inf``: that share."""
-    share = max(0, config.cpu_workspace_bytes - _filter_bytes(q)) // _threads()
+    workspace cap's share per pool thread (after the transformed filters
+    and ``reserve`` bytes) is smaller; ``chunk_bytes=math.inf``: that share."""
+    share = max(0, config.cpu_workspace_bytes - _filter_bytes(q) - reserve) // _threads()
     chunk = config.cpu_winograd_chunk_bytes if chunk_bytes is None else chunk_bytes
     return int(min(chunk, share)) // np.dtype(q.dtype).itemsize
 
@@ -728,7 +728,10 @@ def _wgrad_plan(q):
     has at least max(T*C, K) tiles (up to 512) where the cap allows: each
     chunk reads and writes the 16 (K x T*C) accumulators once, so shorter
     reductions are bound by that traffic (c256 14x14: 50 ms at 32 tiles,
-    12.8 ms at 256)."""
+    12.8 ms at 256).  The slots are wgrad's parallel iterations, so the
+    chunks are sized in what min(threads, config.cpu_wgrad_max_slots) slots
+    leave of the cap (found by review: at 16 threads 4 MiB chunks left room
+    for one slot, and the whole pass ran on one thread)."""
     conv = _conv(q)
     c_in, K = conv.c_in * conv.geo[3], conv.c_out
     itemsize = np.dtype(q.dtype).itemsize
@@ -740,12 +743,13 @@ def _wgrad_plan(q):
     def fitting(budget):  # tiles whose chunk fits ``budget`` elements
         return (budget - elements(0)) // (24 * c_in + 20 * K + 4)
 
-    tiles = max(fitting(_chunk_budget(q, config.cpu_winograd_wgrad_chunk_bytes)),
-                min(max(c_in, K), 512, fitting(_chunk_budget(q, math.inf))))
+    slot = max(1, 16 * c_in * K)  # no channels: nothing to sum, one slot
+    reserve = (max(1, min(config.cpu_wgrad_max_slots, _threads())) - 1) * slot * itemsize
+    tiles = max(fitting(_chunk_budget(q, config.cpu_winograd_wgrad_chunk_bytes, reserve)),
+                min(max(c_in, K), 512, fitting(_chunk_budget(q, math.inf, reserve))))
     tiles = min(max(tiles, 16), 512)
     rb, cb = _rows_and_columns(tiles, conv.tile_columns)
     per_thread = elements(rb * (cb + 1))
-    slot = max(1, 16 * c_in * K)  # no channels: nothing to sum, one slot
     spare = (config.cpu_workspace_bytes - _filter_bytes(q)) // itemsize - _threads() * per_thread
     slots = max(1, min(config.cpu_wgrad_max_slots, _chunk_count(q, conv, rb, cb), 1 + spare // slot))
     return rb, cb, per_thread, slots
