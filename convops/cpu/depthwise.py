@@ -66,6 +66,15 @@ def _phase_span(pad2, f, st, W):
 
 
 @njit(inline="always")
+def _phase_pair(pad2, W):
+    """Stride 2: (phase holding image columns 0, 2, 4, ..., its first index,
+    phase holding 1, 3, 5, ..., its first index) -- for the loops of _load
+    and _store that fill or read both phases at once."""
+    fa, fb = (0, 1) if _phase_span(pad2, 0, 2, W)[1] == 0 else (1, 0)
+    return fa, _phase_span(pad2, fa, 2, W)[0], fb, _phase_span(pad2, fb, 2, W)[0]
+
+
+@njit(inline="always")
 def _load(plane, pad, buf):
     """buf[f, z, y, i] = padded plane[z, y, i*stride + f] (zero outside the plane)."""
     st = buf.shape[0]
@@ -81,9 +90,7 @@ def _load(plane, pad, buf):
         # One loop fills both phases (even and odd image columns): LLVM turns
         # it into permutes; the strided slice copy below became a gather or
         # scalar code, and was most of a stride-2 layer's time.
-        fa, fb = (0, 1) if _phase_span(pad[2], 0, 2, W)[1] == 0 else (1, 0)
-        ia = _phase_span(pad[2], fa, 2, W)[0]  # phase fa holds image columns 0, 2, 4, ...
-        ib = _phase_span(pad[2], fb, 2, W)[0]  # phase fb holds 1, 3, 5, ...
+        fa, ia, fb, ib = _phase_pair(pad[2], W)
         half = W // 2
         for z in range(D):
             for yy in range(H):
@@ -117,9 +124,7 @@ def _store(buf, pad, plane, bias):
     st = buf.shape[0]
     D, H, W = plane.shape
     if st == 2 and W >= 2:  # both phases in one loop, as in _load
-        fa, fb = (0, 1) if _phase_span(pad[2], 0, 2, W)[1] == 0 else (1, 0)
-        ia = _phase_span(pad[2], fa, 2, W)[0]
-        ib = _phase_span(pad[2], fb, 2, W)[0]
+        fa, ia, fb, ib = _phase_pair(pad[2], W)
         half = W // 2
         for z in range(D):
             for yy in range(H):
